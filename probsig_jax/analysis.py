@@ -1,0 +1,363 @@
+"""Alignment metrics between embedding similarity and probability-signature similarity.
+
+These are host-side analysis functions (numpy / scipy) applied to small ``(n, n)``
+similarity matrices over ``n`` tokens, e.g.
+
+* ``S_emb``: cosine similarity of a model's token embeddings, and
+* ``S_sig``: similarity of the tokens' probability signatures computed from data.
+
+All metrics look only at the off-diagonal structure (a token is trivially similar to
+itself).  Conventions used throughout:
+
+* "pairs" are the strict upper-triangle entries ``(i, j)`` with ``i < j``, in row-major
+  order (see :func:`offdiagonal`);
+* ranking ties are broken deterministically by a stable sort (earlier index first);
+* correlations of constant input are ``nan`` (undefined), never a warning.
+
+Bad input raises :class:`probsig_jax.validation.ConfigError` naming the argument and
+the accepted range.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import scipy.stats
+
+from probsig_jax.validation import ConfigError, require
+
+__all__ = [
+    "cosine_similarity_matrix",
+    "offdiagonal",
+    "pearson",
+    "spearman",
+    "topk_neighbour_overlap",
+    "strong_pair_precision",
+    "strong_pair_correlation",
+    "alignment_metrics",
+    "pca_projection",
+]
+
+
+# ---------------------------------------------------------------------------
+# input checks
+# ---------------------------------------------------------------------------
+
+
+def _as_float_array(x: Any, field: str, ndim: int) -> np.ndarray:
+    """Convert ``x`` to a finite float64 array with ``ndim`` dimensions."""
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(field, f"must be a real {ndim}-D array, got {type(x).__name__}") from None
+    require(arr.ndim == ndim, field, f"must be a {ndim}-D array, got shape {arr.shape}")
+    require(bool(np.all(np.isfinite(arr))), field, "must contain only finite values")
+    return arr
+
+
+def _square(matrix: Any, field: str, min_n: int = 1) -> np.ndarray:
+    """Check that ``matrix`` is a finite square ``(n, n)`` array with ``n >= min_n``."""
+    arr = _as_float_array(matrix, field, 2)
+    require(
+        arr.shape[0] == arr.shape[1],
+        field,
+        f"must be a square (n, n) matrix, got shape {arr.shape}",
+    )
+    require(
+        arr.shape[0] >= min_n,
+        field,
+        f"must be (n, n) with n >= {min_n}, got shape {arr.shape}",
+    )
+    return arr
+
+
+def _pair(S_a: Any, S_b: Any, name_a: str, name_b: str, min_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Check two square matrices of the same shape."""
+    a = _square(S_a, name_a, min_n)
+    b = _square(S_b, name_b, min_n)
+    require(
+        a.shape == b.shape,
+        name_b,
+        f"must have the same shape as {name_a} {a.shape}, got {b.shape}",
+    )
+    return a, b
+
+
+def _check_q(q: Any) -> float:
+    """Check the percentage ``q`` lies in ``(0, 100]``."""
+    try:
+        qf = float(q)
+    except (TypeError, ValueError):
+        raise ConfigError("q", f"must be a real number in (0, 100], got {q!r}") from None
+    require(math.isfinite(qf) and 0.0 < qf <= 100.0, "q", f"must be in (0, 100], got {q}")
+    return qf
+
+
+def _check_k(k: Any, n: int) -> int:
+    """Check the neighbour count ``k`` lies in ``[1, n - 1]``."""
+    ok_type = isinstance(k, (int, np.integer)) and not isinstance(k, bool)
+    require(ok_type, "k", f"must be an integer in [1, {n - 1}], got {k!r}")
+    k = int(k)
+    require(1 <= k <= n - 1, "k", f"must be an integer in [1, {n - 1}] (n = {n} tokens), got {k}")
+    return k
+
+
+def _top_count(q: float, num_pairs: int) -> int:
+    """Number of pairs in the top ``q`` percent: ``max(1, round(q/100 * num_pairs))``."""
+    return min(num_pairs, max(1, int(round(q / 100.0 * num_pairs))))
+
+
+def _top_indices(values: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` largest entries of a 1-D array (stable: ties -> lower index)."""
+    return np.argsort(-values, kind="stable")[:count]
+
+
+# ---------------------------------------------------------------------------
+# similarity matrices and pairs
+# ---------------------------------------------------------------------------
+
+
+def cosine_similarity_matrix(vectors: Any) -> np.ndarray:
+    """Pairwise cosine similarity of row vectors.
+
+    Args:
+        vectors: ``(n, d)`` array, one vector per row.
+
+    Returns:
+        ``(n, n)`` float64 matrix ``S[i, j] = <v_i, v_j> / (|v_i| |v_j|)``.  Rows that
+        are zero vectors have similarity 0 with everything (including themselves), so
+        the result never contains NaN.
+    """
+    v = _as_float_array(vectors, "vectors", 2)
+    norms = np.linalg.norm(v, axis=1)
+    safe = np.where(norms > 0.0, norms, 1.0)
+    unit = np.where((norms > 0.0)[:, None], v / safe[:, None], 0.0)
+    sim = unit @ unit.T
+    return np.clip(sim, -1.0, 1.0)
+
+
+def offdiagonal(matrix: Any) -> np.ndarray:
+    """Strict upper-triangle entries of a square matrix.
+
+    Args:
+        matrix: ``(n, n)`` array.
+
+    Returns:
+        1-D array of length ``n (n - 1) / 2`` with the entries ``matrix[i, j]`` for
+        ``i < j`` in row-major order ``(0,1), (0,2), ..., (1,2), ...``.
+    """
+    m = _square(matrix, "matrix")
+    rows, cols = np.triu_indices(m.shape[0], k=1)
+    return m[rows, cols]
+
+
+# ---------------------------------------------------------------------------
+# correlations
+# ---------------------------------------------------------------------------
+
+
+def _check_vectors(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
+    x = _as_float_array(a, "a", 1)
+    y = _as_float_array(b, "b", 1)
+    require(x.shape == y.shape, "b", f"must have the same length as a ({x.size}), got {y.size}")
+    require(x.size >= 2, "a", f"must have length >= 2, got {x.size}")
+    return x, y
+
+
+def pearson(a: Any, b: Any) -> float:
+    """Pearson correlation of two 1-D arrays of equal length ``>= 2``.
+
+    Returns ``nan`` (without a warning) when either input is constant.
+    """
+    x, y = _check_vectors(a, b)
+    if np.ptp(x) == 0.0 or np.ptp(y) == 0.0:
+        return float("nan")
+    return float(scipy.stats.pearsonr(x, y)[0])
+
+
+def spearman(a: Any, b: Any) -> float:
+    """Spearman rank correlation of two 1-D arrays of equal length ``>= 2``.
+
+    Returns ``nan`` (without a warning) when either input is constant.
+    """
+    x, y = _check_vectors(a, b)
+    if np.ptp(x) == 0.0 or np.ptp(y) == 0.0:
+        return float("nan")
+    return float(scipy.stats.spearmanr(x, y)[0])
+
+
+# ---------------------------------------------------------------------------
+# neighbourhood and strong-pair metrics
+# ---------------------------------------------------------------------------
+
+
+def _neighbours(S: np.ndarray, k: int) -> np.ndarray:
+    """``(n, k)`` indices of each row's ``k`` most similar other tokens (self excluded)."""
+    masked = S.copy()
+    np.fill_diagonal(masked, -np.inf)
+    return np.argsort(-masked, axis=1, kind="stable")[:, :k]
+
+
+def topk_neighbour_overlap(S_a: Any, S_b: Any, k: int) -> float:
+    """Mean top-``k`` nearest-neighbour overlap between two similarity matrices.
+
+    For each token ``i`` take its ``k`` most similar other tokens (``i`` itself is
+    excluded) under ``S_a`` and under ``S_b``; the score is the mean over ``i`` of
+    ``|N_a(i) ∩ N_b(i)| / k``.  1 means identical neighbourhoods.
+
+    Args:
+        S_a, S_b: ``(n, n)`` similarity matrices, ``n >= 2``.
+        k: neighbours per token, ``1 <= k <= n - 1``.
+
+    Returns:
+        Overlap in ``[0, 1]``.
+    """
+    a, b = _pair(S_a, S_b, "S_a", "S_b", 2)
+    k = _check_k(k, a.shape[0])
+    na, nb = _neighbours(a, k), _neighbours(b, k)
+    hits = [np.intersect1d(ra, rb).size for ra, rb in zip(na, nb)]
+    return float(np.mean(hits) / k)
+
+
+def strong_pair_precision(S_emb: Any, S_sig: Any, q: float) -> float:
+    """Fraction of the strongest signature pairs that are also strongest embedding pairs.
+
+    With ``P = n (n - 1) / 2`` off-diagonal pairs and
+    ``c = max(1, round(q / 100 * P))``, take the top-``c`` pairs by ``S_sig`` and the
+    top-``c`` pairs by ``S_emb``; return ``|intersection| / c``.
+
+    Args:
+        S_emb, S_sig: ``(n, n)`` similarity matrices, ``n >= 2``.
+        q: percentage of pairs, ``0 < q <= 100``.
+
+    Returns:
+        Precision in ``[0, 1]``.
+    """
+    e, s = _pair(S_emb, S_sig, "S_emb", "S_sig", 2)
+    qf = _check_q(q)
+    pe, ps = offdiagonal(e), offdiagonal(s)
+    count = _top_count(qf, ps.size)
+    top_sig = _top_indices(ps, count)
+    top_emb = _top_indices(pe, count)
+    return float(np.intersect1d(top_sig, top_emb).size / count)
+
+
+def strong_pair_correlation(S_emb: Any, S_sig: Any, q: float) -> float:
+    """Pearson correlation of ``S_emb`` vs ``S_sig`` on the top ``q`` percent pairs by ``S_sig``.
+
+    The pair count is ``max(1, round(q / 100 * P))`` as in :func:`strong_pair_precision`.
+    Returns ``nan`` when fewer than 2 pairs are selected or either side is constant
+    on the selected pairs.
+
+    Args:
+        S_emb, S_sig: ``(n, n)`` similarity matrices, ``n >= 2``.
+        q: percentage of pairs, ``0 < q <= 100``.
+    """
+    e, s = _pair(S_emb, S_sig, "S_emb", "S_sig", 2)
+    qf = _check_q(q)
+    pe, ps = offdiagonal(e), offdiagonal(s)
+    count = _top_count(qf, ps.size)
+    if count < 2:
+        return float("nan")
+    idx = _top_indices(ps, count)
+    return pearson(pe[idx], ps[idx])
+
+
+def alignment_metrics(S_emb: Any, S_sig: Any, *, k: int = 5, q: float = 10.0) -> dict[str, float]:
+    """All alignment metrics between an embedding and a signature similarity matrix.
+
+    Args:
+        S_emb, S_sig: ``(n, n)`` similarity matrices of the same shape, ``n >= 3``.
+        k: neighbours for :func:`topk_neighbour_overlap`, ``k >= 1``; clipped to
+            ``n - 1`` when ``n`` is small.
+        q: percentage of strongest pairs, ``0 < q <= 100``.
+
+    Returns:
+        dict with keys ``pearson``, ``spearman`` (over all off-diagonal pairs),
+        ``topk_overlap``, ``strong_pair_precision``, ``strong_pair_pearson``, and the
+        settings actually used: ``k`` (after clipping), ``q``, ``num_tokens``.
+    """
+    e, s = _pair(S_emb, S_sig, "S_emb", "S_sig", 3)
+    n = e.shape[0]
+    ok_type = isinstance(k, (int, np.integer)) and not isinstance(k, bool)
+    require(ok_type and int(k) >= 1, "k", f"must be an integer >= 1, got {k!r}")
+    k_used = min(int(k), n - 1)
+    qf = _check_q(q)
+    pe, ps = offdiagonal(e), offdiagonal(s)
+    return {
+        "pearson": pearson(pe, ps),
+        "spearman": spearman(pe, ps),
+        "topk_overlap": topk_neighbour_overlap(e, s, k_used),
+        "strong_pair_precision": strong_pair_precision(e, s, qf),
+        "strong_pair_pearson": strong_pair_correlation(e, s, qf),
+        "k": float(k_used),
+        "q": qf,
+        "num_tokens": float(n),
+    }
+
+
+# ---------------------------------------------------------------------------
+# projection
+# ---------------------------------------------------------------------------
+
+
+def pca_projection(
+    vectors: Any,
+    n_components: int = 2,
+    *,
+    basis_from: Any | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Project vectors on the top principal components.
+
+    The mean and the principal axes are computed from ``basis_from`` when given
+    (so that snapshots over training time can be shown in one fixed basis), else
+    from ``vectors`` itself.  Each axis's sign is fixed so that its largest-magnitude
+    loading is positive (ties: first such coordinate), making the output deterministic.
+
+    Args:
+        vectors: ``(n, d)`` array to project.
+        n_components: number of components ``c``, ``1 <= c <= min(m, d)`` where ``m``
+            is the number of rows used to fit the basis.
+        basis_from: optional ``(m, d)`` array used to fit the mean and axes.
+
+    Returns:
+        ``(projected, explained_ratio)``: ``projected`` is ``(n, c)``;
+        ``explained_ratio`` is ``(c,)``, the fraction of the fitting data's total
+        variance along each axis (all zeros if that data has zero variance).
+    """
+    v = _as_float_array(vectors, "vectors", 2)
+    require(v.shape[0] >= 1 and v.shape[1] >= 1, "vectors", f"must be (n, d) with n, d >= 1, got {v.shape}")
+    if basis_from is None:
+        fit = v
+    else:
+        fit = _as_float_array(basis_from, "basis_from", 2)
+        require(fit.shape[0] >= 1, "basis_from", f"must be (m, d) with m >= 1, got {fit.shape}")
+        require(
+            fit.shape[1] == v.shape[1],
+            "basis_from",
+            f"must have the same number of columns as vectors (d = {v.shape[1]}), got shape {fit.shape}",
+        )
+    max_c = min(fit.shape)
+    ok_type = isinstance(n_components, (int, np.integer)) and not isinstance(n_components, bool)
+    require(
+        ok_type and 1 <= int(n_components) <= max_c,
+        "n_components",
+        f"must be an integer in [1, {max_c}], got {n_components!r}",
+    )
+    c = int(n_components)
+
+    mean = fit.mean(axis=0)
+    centered = fit - mean
+    _, sing, vt = np.linalg.svd(centered, full_matrices=False)
+    axes = vt[:c].copy()
+    lead = np.argmax(np.abs(axes), axis=1)
+    signs = np.where(axes[np.arange(c), lead] < 0.0, -1.0, 1.0)
+    axes *= signs[:, None]
+
+    var = sing**2
+    total = var.sum()
+    ratio = var[:c] / total if total > 0.0 else np.zeros(c)
+    projected = (v - mean) @ axes.T
+    return projected, ratio

@@ -1,0 +1,67 @@
+"""The linear embedding model of PAPER section 4, as a Flax NNX module.
+
+``h = E c(x)`` (sum of token embeddings, or one embedding per (position, token)
+with ``positional=True``), logits ``z = U h``; no bias, no nonlinearity.
+Parameter layout follows the theory: ``embedding`` E is (d, F), ``unembedding`` U is (V, d).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from probsig_jax.validation import require_float, require_int
+
+
+def feature_index(inputs_NxL: jax.Array, vocab_size: int, positional: bool) -> jax.Array:
+    """Feature ids (N, L) of the tokens: ``token`` or ``position * V + token``."""
+    if not positional:
+        return inputs_NxL
+    return inputs_NxL + vocab_size * jnp.arange(inputs_NxL.shape[1], dtype=inputs_NxL.dtype)[None, :]
+
+
+class LinearEmbeddingModel(nnx.Module):
+    """Linear model ``logits = U E c(x)``.
+
+    Args:
+      vocab_size: V (tokens and labels share one vocabulary).
+      dim: d, the embedding width.
+      seq_len: L; only needed for ``positional=True`` (F = L * V features).
+      positional: one feature per (position, token) instead of token counts.
+      init_scale: standard deviation eps of the i.i.d. normal initialisation of E and U.
+      dtype: parameter dtype (float32 or float64; float64 needs ``jax_enable_x64``).
+      rngs: NNX random streams (uses ``params``).
+    """
+
+    def __init__(self, vocab_size: int, dim: int, *, seq_len: int = 1, positional: bool = False,
+                 init_scale: float = 1e-3, dtype=jnp.float32, rngs: nnx.Rngs):
+        require_int(vocab_size, "vocab_size", minimum=2)
+        require_int(dim, "dim", minimum=1)
+        require_int(seq_len, "seq_len", minimum=1)
+        require_float(init_scale, "init_scale", minimum=0.0, strict_minimum=True)
+        self.vocab_size = vocab_size
+        self.positional = positional
+        num_features = vocab_size * seq_len if positional else vocab_size
+        self.embedding = nnx.Param(init_scale * jax.random.normal(rngs.params(), (dim, num_features), dtype))
+        self.unembedding = nnx.Param(init_scale * jax.random.normal(rngs.params(), (vocab_size, dim), dtype))
+
+    def __call__(self, inputs_NxL: jax.Array) -> jax.Array:
+        """Logits (N, V) for int token ids (N, L)."""
+        idx_NxL = feature_index(inputs_NxL, self.vocab_size, self.positional)
+        h_NxD = jnp.take(self.embedding[...].T, idx_NxL, axis=0).sum(axis=1)
+        return h_NxD @ self.unembedding[...].T
+
+    def weights(self) -> dict[str, jax.Array]:
+        """The matrices the theory tracks: ``E`` (d, F) and ``U`` (V, d)."""
+        return {"E": self.embedding[...], "U": self.unembedding[...]}
+
+    @classmethod
+    def from_weights(cls, E_DxF: jax.Array, U_VxD: jax.Array, *, positional: bool = False) -> "LinearEmbeddingModel":
+        """A model holding exactly the given matrices (e.g. a shared E0, U0 for theory and training)."""
+        vocab_size, dim = U_VxD.shape
+        seq_len = E_DxF.shape[1] // vocab_size if positional else 1
+        model = cls(vocab_size, dim, seq_len=seq_len, positional=positional, dtype=E_DxF.dtype, rngs=nnx.Rngs(0))
+        model.embedding[...] = jnp.asarray(E_DxF)
+        model.unembedding[...] = jnp.asarray(U_VxD)
+        return model

@@ -1,0 +1,7 @@
+"""Gradient-flow theory: sympy derivation (:mod:`.derivation`), generated JAX functions
+(:mod:`.compiled`) and the linear model's closed form and flows (:mod:`.linear`)."""
+
+from probsig_jax.theory import linear
+from probsig_jax.theory.derivation import derive_linear_flow, verify_linear_flow
+
+__all__ = ["derive_linear_flow", "linear", "verify_linear_flow"]

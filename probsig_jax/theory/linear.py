@@ -1,0 +1,265 @@
+"""The linear model's gradient-flow theory as JAX functions (PAPER section 4).
+
+Shapes: E (d, F) embedding, U (V, d) unembedding, M (V, F) signature matrix,
+t flow time (t = steps * learning rate for gradient descent). All functions
+compute in the dtype of their inputs; use float64 (``jax_enable_x64``) when
+comparing with training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from probsig_jax.data.dataset import Dataset
+from probsig_jax.models.linear import feature_index
+from probsig_jax.signatures import cooccurrence_matrix, signature_matrix
+from probsig_jax.theory.compiled import compiled_linear_theory
+from probsig_jax.validation import ConfigError, require, require_float
+
+
+# ----------------------------------------------------------------------------- validation helpers
+
+def _check_weights(M, E0, U0) -> tuple[jax.Array, jax.Array, jax.Array]:
+    M, E0, U0 = jnp.asarray(M), jnp.asarray(E0), jnp.asarray(U0)
+    require(M.ndim == 2, "M", f"must be a (V, F) matrix, got shape {M.shape}")
+    require(E0.ndim == 2 and E0.shape[1] == M.shape[1], "E0",
+            f"must have shape (d, F) = (*, {M.shape[1]}) to match M, got {E0.shape}")
+    require(U0.shape == (M.shape[0], E0.shape[0]), "U0",
+            f"must have shape (V, d) = ({M.shape[0]}, {E0.shape[0]}), got {U0.shape}")
+    return M, E0, U0
+
+
+def _check_times(t, field: str = "t") -> np.ndarray:
+    ts = np.asarray(t, dtype=np.float64)
+    require(ts.ndim <= 1, field, f"must be a scalar or a 1-D array, got shape {ts.shape}")
+    require(bool(np.all(np.isfinite(ts))), field, "must be finite")
+    require(bool(np.all(ts >= 0)), field, f"flow times must be >= 0, got min {ts.min()}")
+    return ts
+
+
+# ----------------------------------------------------------------------------- SVD and closed form
+
+@dataclass(frozen=True)
+class SignatureModes:
+    """Compact SVD ``M = P diag(S) Q^T``: P (V, r), S (r,) descending, Q (F, r)."""
+
+    P: jax.Array
+    S: jax.Array
+    Q: jax.Array
+
+
+def signature_modes(M, rtol: float = 1e-10) -> SignatureModes:
+    """Compact SVD of M, dropping singular values below ``rtol * S[0]``."""
+    M = jnp.asarray(M)
+    P, S, Qt = jnp.linalg.svd(M, full_matrices=False)
+    r = max(1, int(jnp.sum(S > rtol * S[0])))
+    return SignatureModes(P[:, :r], S[:r], Qt[:r].T)
+
+
+def closed_form(M, E0, U0, t, *, modes: SignatureModes | None = None) -> tuple[jax.Array, jax.Array]:
+    """Closed-form solution of the linearised flow dE/dt = U^T M, dU/dt = M E^T.
+
+    With A = E^T, B = U and ``M = P S Q^T``:
+    ``A(t) = A0 + Q (cosh(S t) - I) Q^T A0 + Q sinh(S t) P^T B0`` and symmetrically for B
+    (components outside the ranges of P, Q keep their initial values).
+
+    Args:
+      M: (V, F) signature matrix.
+      E0: (d, F) initial embedding. U0: (V, d) initial unembedding.
+      t: scalar or (T,) flow times >= 0.
+      modes: optional precomputed :func:`signature_modes` of M.
+
+    Returns:
+      ``(E_t, U_t)`` of shapes (d, F), (V, d), or (T, d, F), (T, V, d) for 1-D t.
+    """
+    M, E0, U0 = _check_weights(M, E0, U0)
+    ts = _check_times(t)
+    modes = modes or signature_modes(M)
+    E_t, U_t = _closed_form(modes.P, modes.S, modes.Q, E0, U0, jnp.asarray(np.atleast_1d(ts), dtype=E0.dtype))
+    return (E_t[0], U_t[0]) if ts.ndim == 0 else (E_t, U_t)
+
+
+@jax.jit
+def _closed_form(P, S, Q, E0, U0, ts):
+    fns = compiled_linear_theory()
+    A0, B0 = E0.T, U0
+    a0, b0 = Q.T @ A0, P.T @ B0                                   # (r, d) mode coordinates
+
+    def at(t):
+        a, b = fns["mode_update"](S[:, None], t, a0, b0)
+        return fns["assemble"](A0, Q, a - a0).T, fns["assemble"](B0, P, b - b0)
+
+    return jax.vmap(at)(ts)
+
+
+def predicted_embedding_gram(M, t, init_scale: float, dim: int, *, modes: SignatureModes | None = None) -> jax.Array:
+    """Expected embedding Gram E[E(t)^T E(t)] (F, F) of the closed form for i.i.d. N(0, eps^2) init.
+
+    ``eps^2 d [I + Q (cosh(2 S t) - I) Q^T]``; early on ``~ eps^2 d (I + 2 t^2 M^T M)``.
+    """
+    ts = _check_times(t)
+    require(ts.ndim == 0, "t", "must be a scalar here")
+    require_float(init_scale, "init_scale", minimum=0.0, strict_minimum=True)
+    modes = modes or signature_modes(M)
+    g = compiled_linear_theory()["expected_mode_gram"](modes.S, float(ts), init_scale) / init_scale**2
+    F = modes.Q.shape[0]
+    return init_scale**2 * dim * (jnp.eye(F, dtype=modes.Q.dtype) + (modes.Q * (g - 1.0)) @ modes.Q.T)
+
+
+def predicted_unembedding_gram(M, t, init_scale: float, dim: int) -> jax.Array:
+    """Expected unembedding Gram E[U(t) U(t)^T] (V, V): the same with P (output signatures)."""
+    return predicted_embedding_gram(jnp.asarray(M).T, t, init_scale, dim)
+
+
+def escape_time(M, init_scale: float, dim: int, threshold: float = 1.0) -> float:
+    """Predicted end of the plateau: when E[a_1(t) . b_1(t)] = eps^2 d sinh(2 sigma_1 t) reaches ``threshold``.
+
+    a_1, b_1 are the leading mode's coordinates of E^T and U; their product is the
+    leading singular value of the logit map U E. ~ log(2 theta / (eps^2 d)) / (2 sigma_1).
+    """
+    require_float(init_scale, "init_scale", minimum=0.0, strict_minimum=True)
+    require_float(threshold, "threshold", minimum=0.0, strict_minimum=True)
+    s1 = float(np.linalg.svd(np.asarray(M), compute_uv=False)[0])
+    require(s1 > 0, "M", "is zero: labels are independent of the inputs, nothing escapes the plateau")
+    return float(compiled_linear_theory()["escape_time"](s1, init_scale, dim, threshold))
+
+
+def measured_escape_time(times, E_traj, U_traj, threshold: float = 1.0) -> float:
+    """First time the leading singular value of U(t) E(t) reaches ``threshold`` (log-linear interpolation).
+
+    Args: times (T,), E_traj (T, d, F), U_traj (T, V, d). Returns nan if never reached.
+    """
+    times = np.asarray(times)
+    top = np.array([np.linalg.svd(np.asarray(U) @ np.asarray(E), compute_uv=False)[0]
+                    for E, U in zip(E_traj, U_traj)])
+    above = np.nonzero(top >= threshold)[0]
+    if len(above) == 0:
+        return float("nan")
+    i = int(above[0])
+    if i == 0:
+        return float(times[0])
+    lo, hi = np.log(top[i - 1]), np.log(top[i])
+    frac = (np.log(threshold) - lo) / (hi - lo) if hi > lo else 1.0
+    return float(times[i - 1] + frac * (times[i] - times[i - 1]))
+
+
+# ----------------------------------------------------------------------------- exact and approximate flows
+
+@dataclass(frozen=True)
+class FlowData:
+    """A data set prepared for the flow: feature ids (N, L), labels (N,), normalised weights (N,)."""
+
+    feature_ids: jax.Array
+    labels: jax.Array
+    weights: jax.Array
+    vocab_size: int
+    num_features: int
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, positional: bool = False, dtype=jnp.float64) -> "FlowData":
+        ids = feature_index(jnp.asarray(dataset.inputs), dataset.vocab_size, positional)
+        F = dataset.vocab_size * (dataset.seq_len if positional else 1)
+        return cls(ids, jnp.asarray(dataset.labels), jnp.asarray(dataset.sample_weights(), dtype=dtype),
+                   dataset.vocab_size, F)
+
+
+def gradient_matrix(data: FlowData, E, U) -> jax.Array:
+    """Exact G(E, U) = E[(e_Y - softmax(U E c(X))) c(X)^T] (V, F), so that dE/dt = U^T G, dU/dt = G E^T.
+
+    Equals the generated ``(Y_w - P_w)^T C`` with the count matrix C applied as a
+    scatter over token ids (C is never formed: O(N L V) instead of O(N V F)).
+    """
+    h_NxD = jnp.take(E.T, data.feature_ids, axis=0).sum(axis=1)
+    p_NxV = jax.nn.softmax(h_NxD @ U.T, axis=-1)
+    resid_NxV = data.weights[:, None] * (jax.nn.one_hot(data.labels, data.vocab_size, dtype=p_NxV.dtype) - p_NxV)
+    L = data.feature_ids.shape[1]
+    G_FxV = jax.ops.segment_sum(jnp.repeat(resid_NxV, L, axis=0), data.feature_ids.reshape(-1),
+                                num_segments=data.num_features)
+    return G_FxV.T
+
+
+FlowOrder = Literal["exact", "linear", "next_order"]
+
+
+def flow_vector_field(data: FlowData, order: FlowOrder = "exact", *, M=None, Sigma_c=None):
+    """Vector field ``f(t, (E, U)) -> (dE/dt, dU/dt)`` of the chosen flow.
+
+    order: "exact" (G from the softmax), "linear" (G = M), "next_order"
+    (G = M - u (I - u 1 1^T) U E Sigma_c, the first softmax correction).
+    """
+    fns = compiled_linear_theory()
+    if order == "exact":
+        def field(t, y, args):
+            E, U = y
+            return tuple(fns["flow"](U, E, gradient_matrix(data, E, U)))
+    elif order == "linear":
+        def field(t, y, args):
+            E, U = y
+            return tuple(fns["flow"](U, E, M))
+    elif order == "next_order":
+        one = jnp.ones((data.vocab_size, 1), dtype=M.dtype)
+
+        def field(t, y, args):
+            E, U = y
+            G = fns["next_order_gradient"](M, U, E, Sigma_c, 1.0 / data.vocab_size, one)
+            return tuple(fns["flow"](U, E, G))
+    else:
+        raise ConfigError("order", f"must be one of exact, linear, next_order, got {order!r}")
+    return field
+
+
+def integrate_flow(dataset: Dataset, E0, U0, ts, *, positional: bool = False, order: FlowOrder = "exact",
+                   rtol: float = 1e-10, atol: float = 1e-12, max_steps: int = 1_000_000) -> tuple[jax.Array, jax.Array]:
+    """Integrate the gradient flow from (E0, U0) at t = 0 and return (E, U) at ``ts``.
+
+    diffrax Tsit5 with an adaptive PID step-size controller.
+
+    Args:
+      dataset: the training distribution.
+      E0: (d, F). U0: (V, d).
+      ts: (T,) non-decreasing flow times >= 0.
+      order: "exact", "linear" or "next_order" (see :func:`flow_vector_field`).
+
+    Returns:
+      stacked ``(E (T, d, F), U (T, V, d))``.
+    """
+    M = jnp.asarray(signature_matrix(dataset, positional), dtype=jnp.asarray(E0).dtype)
+    M, E0, U0 = _check_weights(M, E0, U0)
+    ts = _check_times(ts, "ts")
+    require(ts.ndim == 1 and len(ts) >= 1, "ts", "must be a non-empty 1-D array")
+    require(bool(np.all(np.diff(ts) >= 0)), "ts", "must be non-decreasing")
+    data = FlowData.from_dataset(dataset, positional, dtype=E0.dtype)
+    Sigma_c = jnp.asarray(cooccurrence_matrix(dataset, positional), dtype=E0.dtype) if order == "next_order" else None
+    field = flow_vector_field(data, order, M=M, Sigma_c=Sigma_c)
+    return _solve(field, E0, U0, jnp.asarray(ts, dtype=E0.dtype), rtol, atol, max_steps)
+
+
+def _solve(field, E0, U0, ts, rtol, atol, max_steps):
+    if float(ts[-1]) == 0.0:
+        return jnp.broadcast_to(E0, (len(ts),) + E0.shape), jnp.broadcast_to(U0, (len(ts),) + U0.shape)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field), diffrax.Tsit5(), t0=0.0, t1=float(ts[-1]), dt0=None, y0=(E0, U0),
+        saveat=diffrax.SaveAt(ts=ts), stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps)
+    return sol.ys
+
+
+def linear_model_loss(dataset: Dataset, E, U, *, positional: bool = False) -> np.ndarray:
+    """Weighted cross-entropy of the linear model at E (d, F), U (V, d), or stacked (T, ...) trajectories."""
+    data = FlowData.from_dataset(dataset, positional, dtype=jnp.asarray(E).dtype)
+
+    def loss(E, U):
+        z = jnp.take(E.T, data.feature_ids, axis=0).sum(axis=1) @ U.T
+        logp = jax.nn.log_softmax(z, axis=-1)
+        return -jnp.sum(data.weights * jnp.take_along_axis(logp, data.labels[:, None], axis=1)[:, 0])
+
+    E, U = jnp.asarray(E), jnp.asarray(U)
+    if E.ndim == 3:
+        return np.asarray(jax.vmap(loss)(E, U))
+    return np.asarray(loss(E, U))

@@ -1,0 +1,182 @@
+"""Jit-compiled optax training loops for any NNX model mapping token ids (N, L) to logits (N, V).
+
+The model is split once into ``(graphdef, state)``; a pure step over the state
+is compiled, and ``lax.scan`` runs ``record_every`` steps per call so the host
+only wakes up to record weights and update the progress bar (LESSONS: NNX
+overhead, progress bars in jitted loops).
+
+``optimizer="gd"`` is full-batch gradient descent: after k steps of learning
+rate eta it approximates the gradient flow at ``t = k * eta``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from probsig_jax.data.dataset import Dataset
+from probsig_jax.progress import progress_bar
+from probsig_jax.validation import ConfigError, require, require_float, require_int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes:
+      optimizer: "gd" (full-batch gradient descent, the flow discretisation), "sgd" or "adam".
+      learning_rate: eta > 0.
+      steps: number of optimisation steps.
+      batch_size: mini-batch size for "sgd"/"adam" (0 = full batch); rows are drawn with
+        probability proportional to their weights, so a weighted data set is sampled correctly.
+      record_every: record weights and loss every this many steps (and at step 0).
+      seed: seed of the mini-batch sampler.
+    """
+
+    optimizer: Literal["gd", "sgd", "adam"] = "gd"
+    learning_rate: float = 0.05
+    steps: int = 4000
+    batch_size: int = 0
+    record_every: int = 20
+    seed: int = 0
+
+    def validate(self) -> "TrainConfig":
+        require(self.optimizer in ("gd", "sgd", "adam"), "optimizer",
+                f"must be one of gd, sgd, adam, got {self.optimizer!r}")
+        require_float(self.learning_rate, "learning_rate", minimum=0.0, strict_minimum=True)
+        require_int(self.steps, "steps", minimum=1)
+        require_int(self.batch_size, "batch_size", minimum=0)
+        require(not (self.optimizer == "gd" and self.batch_size), "batch_size",
+                "must be 0 for optimizer='gd' (full-batch gradient descent)")
+        require_int(self.record_every, "record_every", minimum=1, maximum=self.steps)
+        require_int(self.seed, "seed", minimum=0)
+        return self
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run recorded.
+
+    Attributes:
+      steps: (T,) int, the step of each record (0, record_every, ..., steps).
+      times: (T,) float, ``steps * learning_rate`` (the flow time for "gd").
+      loss: (T,) float, full-data loss at each record.
+      weights: name -> (T, ...) arrays from the model's ``weights()``.
+      final_state: the model's NNX state at the end.
+    """
+
+    steps: np.ndarray
+    times: np.ndarray
+    loss: np.ndarray
+    weights: dict[str, np.ndarray]
+    final_state: nnx.State = dataclasses.field(repr=False)
+
+
+def weighted_cross_entropy(logits_NxV: jax.Array, labels_N: jax.Array, weights_N: jax.Array) -> jax.Array:
+    """``sum_i w_i (-log softmax(z_i)_{y_i}) / sum_i w_i``."""
+    nll_N = optax.softmax_cross_entropy_with_integer_labels(logits_NxV, labels_N)
+    return jnp.sum(weights_N * nll_N) / jnp.sum(weights_N)
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    if config.optimizer == "adam":
+        return optax.adam(config.learning_rate)
+    return optax.sgd(config.learning_rate)
+
+
+def train(model: nnx.Module, dataset: Dataset, config: TrainConfig, *,
+          record: Callable[[nnx.Module], dict[str, jax.Array]] | None = None,
+          quiet: bool = False, description: str = "train") -> TrainResult:
+    """Train ``model`` on ``dataset`` and record ``record(model)`` every ``record_every`` steps.
+
+    The model is not modified; the trained state is returned in the result.
+    ``record`` defaults to ``model.weights()``.
+    """
+    config = config.validate()
+    require(dataset.num_samples > 0, "dataset", "is empty")
+    record = record or (lambda m: m.weights())
+    graphdef, state = nnx.split(model)
+    param_dtype = jax.tree_util.tree_leaves(state)[0].dtype
+    inputs = jnp.asarray(dataset.inputs)
+    labels = jnp.asarray(dataset.labels)
+    weights = jnp.asarray(dataset.sample_weights(), dtype=param_dtype)
+    full_batch = config.batch_size == 0
+    tx = make_optimizer(config)
+
+    def loss_fn(state, x, y, w):
+        return weighted_cross_entropy(nnx.merge(graphdef, state)(x), y, w)
+
+    def step(carry, _):
+        state, opt_state, key = carry
+        if full_batch:
+            x, y, w = inputs, labels, weights
+        else:
+            key, sub = jax.random.split(key)
+            idx = jax.random.choice(sub, inputs.shape[0], (config.batch_size,), p=weights)
+            x, y, w = inputs[idx], labels[idx], jnp.ones((config.batch_size,), param_dtype)
+        grads = jax.grad(loss_fn)(state, x, y, w)
+        updates, opt_state = tx.update(grads, opt_state, state)
+        return (optax.apply_updates(state, updates), opt_state, key), None
+
+    @jax.jit
+    def run_chunk(state, opt_state, key, n_steps):
+        del n_steps  # static length carried by the scan below
+        (state, opt_state, key), _ = jax.lax.scan(step, (state, opt_state, key), None, length=config.record_every)
+        return state, opt_state, key
+
+    @jax.jit
+    def observe(state):
+        return loss_fn(state, inputs, labels, weights), record(nnx.merge(graphdef, state))
+
+    opt_state = tx.init(state)
+    key = jax.random.key(config.seed)
+    n_chunks = config.steps // config.record_every
+    rest = config.steps - n_chunks * config.record_every
+    rec_steps, rec_loss, rec_weights = [], [], []
+
+    def log(step_count, state):
+        loss, obs = observe(state)
+        rec_steps.append(step_count)
+        rec_loss.append(float(loss))
+        rec_weights.append(jax.device_get(obs))
+        return float(loss)
+
+    log(0, state)
+    with progress_bar(total=config.steps, desc=description, quiet=quiet, unit="step") as bar:
+        for i in range(n_chunks):
+            state, opt_state, key = run_chunk(state, opt_state, key, config.record_every)
+            loss = log((i + 1) * config.record_every, state)
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {(i + 1) * config.record_every}; "
+                                         f"lower learning_rate (now {config.learning_rate})")
+            bar.update(config.record_every)
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        for _ in range(rest):  # a final partial chunk, one step at a time
+            (state, opt_state, key), _ = jax.jit(step)((state, opt_state, key), None)
+            bar.update(1)
+        if rest:
+            log(config.steps, state)
+
+    steps_arr = np.asarray(rec_steps)
+    stacked = {k: np.stack([w[k] for w in rec_weights]) for k in rec_weights[0]}
+    return TrainResult(steps_arr, steps_arr * config.learning_rate, np.asarray(rec_loss), stacked, state)
+
+
+def data_loss(model: nnx.Module, dataset: Dataset) -> float:
+    """Weighted cross-entropy of ``model`` on the whole data set."""
+    logits = model(jnp.asarray(dataset.inputs))
+    w = jnp.asarray(dataset.sample_weights(), dtype=logits.dtype)
+    return float(weighted_cross_entropy(logits, jnp.asarray(dataset.labels), w))
+
+
+def check_dataset_fits(model_vocab: int, dataset: Dataset) -> None:
+    """Raise ConfigError if the data set's vocabulary exceeds the model's."""
+    if dataset.vocab_size > model_vocab:
+        raise ConfigError("vocab_size", f"model vocabulary {model_vocab} < data set vocabulary {dataset.vocab_size}")

@@ -1,0 +1,74 @@
+"""Input validation shared by every public entry point.
+
+Every check raises :class:`ConfigError`, a ``ValueError`` whose message starts
+with the offending field's name and states the accepted range, so that bad
+input never surfaces as a traceback from deep inside JAX.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Bad user input. ``field`` names the offending option or argument."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+def require(condition: bool, field: str, message: str) -> None:
+    """Raise ``ConfigError(field, message)`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(field, message)
+
+
+def require_int(value: Any, field: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Check that ``value`` is an integer in ``[minimum, maximum]`` and return it."""
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not (hasattr(value, "__index__")):
+        raise ConfigError(field, f"must be an integer, got {value!r}")
+    value = int(value)
+    lo = "-inf" if minimum is None else minimum
+    hi = "inf" if maximum is None else maximum
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ConfigError(field, f"must be an integer in [{lo}, {hi}], got {value}")
+    return value
+
+
+def require_float(
+    value: Any,
+    field: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict_minimum: bool = False,
+) -> float:
+    """Check that ``value`` is a finite real number in the given range and return it.
+
+    ``strict_minimum`` makes the lower bound exclusive (e.g. learning rates > 0).
+    """
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(field, f"must be a real number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(field, f"must be finite, got {value}")
+    lo_bracket = "(" if strict_minimum else "["
+    lo = "-inf" if minimum is None else minimum
+    hi = "inf" if maximum is None else maximum
+    bad_lo = minimum is not None and (value <= minimum if strict_minimum else value < minimum)
+    bad_hi = maximum is not None and value > maximum
+    if bad_lo or bad_hi:
+        raise ConfigError(field, f"must be in {lo_bracket}{lo}, {hi}], got {value}")
+    return value
+
+
+def require_shape(array: Any, shape: tuple, field: str) -> None:
+    """Check an array's shape; ``None`` entries in ``shape`` match any size."""
+    actual = tuple(getattr(array, "shape", ()))
+    ok = len(actual) == len(shape) and all(s is None or s == a for s, a in zip(shape, actual))
+    if not ok:
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ConfigError(field, f"must have shape {want}, got {actual}")
