@@ -1,0 +1,137 @@
+"""Run directories: atomic creation, provenance records and JSON output.
+
+A run is written into a hidden sibling directory and renamed into place only
+when it is complete, so ``runs/<name>`` either holds a whole run or does not exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from probsig_jax.validation import ConfigError
+
+TRACKED_PACKAGES = ("probsig-jax", "jax", "jaxlib", "flax", "optax", "diffrax", "numpy", "scipy", "sympy",
+                    "matplotlib", "tqdm")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a result depends on (None if absent)."""
+    out = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_revision() -> dict[str, Any]:
+    """``{"commit": sha or None, "dirty": bool or None}`` of the source tree of this package."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return {"commit": None, "dirty": None}
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                capture_output=True, text=True, timeout=10)
+        return {"commit": sha.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def provenance() -> dict[str, Any]:
+    """Everything needed to reproduce a result besides its config and seed."""
+    import jax
+
+    return {
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": [Path(sys.argv[0]).name] + sys.argv[1:],
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "jax_backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "x64": bool(jax.config.read("jax_enable_x64")),
+        "versions": package_versions(),
+        "git": git_revision(),
+    }
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, numpy scalars/arrays, tuples and paths to plain JSON types (NaN -> null)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        value = float(obj)
+        return value if np.isfinite(value) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "__str__") and not isinstance(obj, (str, int, bool, type(None))):
+        return str(obj)
+    return obj
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Write JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(to_jsonable(payload), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def default_run_dir(root: str | Path = "runs") -> Path:
+    """``runs/<UTC timestamp>`` (with a numeric suffix if that exists)."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / stamp
+    path, i = base, 1
+    while path.exists():
+        path, i = base.with_name(f"{stamp}-{i}"), i + 1
+    return path
+
+
+@contextmanager
+def atomic_run_dir(out: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``out`` only if the block finishes without error."""
+    out = Path(out)
+    if out.exists():
+        raise ConfigError("out", f"{out} already exists; choose a new directory (results are never overwritten)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    os.replace(tmp, out)
