@@ -21,13 +21,35 @@ from typing import Any, Literal, get_args, get_origin
 from probsig_jax.validation import ConfigError
 
 
+def _attribute_docs(cls) -> dict[str, str]:
+    """Field descriptions from a Google-style ``Attributes:`` section of the class docstring."""
+    docs: dict[str, str] = {}
+    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    if "Attributes:" not in [line.strip() for line in lines]:
+        return docs
+    start = [line.strip() for line in lines].index("Attributes:") + 1
+    current = None
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        name, sep, text = line.strip().partition(":")
+        if sep and name.isidentifier() and (current is None or len(line) - len(line.lstrip()) <= indent):
+            current, indent = name, len(line) - len(line.lstrip())
+            docs[current] = text.strip()
+        elif current is not None:
+            docs[current] += " " + line.strip()
+    return docs
+
+
 def field_docs(cls) -> dict[str, str]:
-    """Docstrings written under dataclass fields (``x: int = 0`` followed by ``\"\"\"doc\"\"\"``)."""
+    """Docstrings written under dataclass fields (``x: int = 0`` followed by ``\"\"\"doc\"\"\"``),
+    falling back to the class docstring's ``Attributes:`` section."""
+    docs = _attribute_docs(cls)
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):
-        return {}
-    docs, body = {}, tree.body[0].body
+        return docs
+    body = tree.body[0].body
     for node, nxt in zip(body, body[1:]):
         if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
                 and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):

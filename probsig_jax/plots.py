@@ -115,6 +115,7 @@ def plot_loss_curves(
     curves: dict[str, tuple[np.ndarray, np.ndarray]],
     *,
     xlabel: str = "t = step × lr",
+    ylabel: str = "loss",
     logy: bool = True,
     vline: float | None = None,
     vline_label: str | None = None,
@@ -124,7 +125,7 @@ def plot_loss_curves(
     Args:
         path: output PNG.
         curves: ``label -> (t, loss)`` with ``t`` and ``loss`` 1-D of equal length.
-        xlabel: x-axis label.
+        xlabel, ylabel: axis labels.
         logy: logarithmic y axis.
         vline: optional x position of a dashed vertical marker (e.g. a phase change).
         vline_label: legend label for the marker.
@@ -138,7 +139,7 @@ def plot_loss_curves(
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("loss")
+    ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, path)

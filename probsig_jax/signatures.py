@@ -44,7 +44,8 @@ class SignatureCounts:
         require(joint.ndim == 2, "joint", f"must be a (V, F) matrix, got shape {joint.shape}")
         require(labels.shape == (joint.shape[0],), "label_counts",
                 f"must have shape ({joint.shape[0]},) to match joint, got {labels.shape}")
-        require(bool(np.all(joint >= 0)) and bool(np.all(labels >= 0)), "joint", "counts must be >= 0")
+        require(bool(np.all(joint >= 0)), "joint", "counts must be >= 0")
+        require(bool(np.all(labels >= 0)), "label_counts", "counts must be >= 0")
         require(self.total_weight > 0, "total_weight", f"must be > 0, got {self.total_weight}")
         object.__setattr__(self, "joint", joint)
         object.__setattr__(self, "label_counts", labels)

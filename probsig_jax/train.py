@@ -101,6 +101,10 @@ def train(model: nnx.Module, dataset: Dataset, config: TrainConfig, *,
     """
     config = config.validate()
     require(dataset.num_samples > 0, "dataset", "is empty")
+    model_vocab = getattr(model, "vocab_size", None)
+    if isinstance(model_vocab, (int, np.integer)):
+        # Labels >= the model's vocabulary would index past the logits (silently wrong inside jit).
+        check_dataset_fits(int(model_vocab), dataset)
     record = record or (lambda m: m.weights())
     graphdef, state = nnx.split(model)
     param_dtype = jax.tree_util.tree_leaves(state)[0].dtype

@@ -42,8 +42,9 @@ class Relabel:
         combo, sep, shift = text.partition("=")
         if not sep:
             raise ConfigError(field, f"{text!r} must look like '3-4=-6' (combination=shift)")
+        parsed = _parse_combo(combo, field)
         try:
-            return cls(_parse_combo(combo, field), int(shift))
+            return cls(parsed, int(shift))
         except ValueError:
             raise ConfigError(field, f"shift in {text!r} must be an integer") from None
 
@@ -63,8 +64,9 @@ class ComboWeight:
         combo, sep, weight = text.partition("=")
         if not sep:
             raise ConfigError(field, f"{text!r} must look like '1-2=0.5' (combination=weight)")
+        parsed = _parse_combo(combo, field)
         try:
-            return cls(_parse_combo(combo, field), float(weight))
+            return cls(parsed, float(weight))
         except ValueError:
             raise ConfigError(field, f"weight in {text!r} must be a number") from None
 
@@ -253,13 +255,16 @@ def composite_label(config: CompositeAdditionConfig, key: int, combo: tuple[int,
 
 
 def _combo_table(config: CompositeAdditionConfig) -> tuple[list[tuple[int, ...]], np.ndarray]:
-    """All anchor combinations and their (unnormalised) sampling weights."""
+    """All anchor combinations and their sampling probabilities (summing to 1)."""
     aw = np.asarray(config.anchor_weights or [1.0] * len(config.anchor_tokens), dtype=np.float64)
     aw = dict(zip(config.anchor_tokens, aw / aw.sum()))
     extra = {cw.combo: cw.weight for cw in config.combination_weights}
     combos = list(itertools.product(config.anchor_tokens, repeat=config.anchors_per_input))
     weights = np.array([np.prod([aw[a] for a in c]) * extra.get(c, 1.0) for c in combos])
-    return combos, weights
+    total = weights.sum()
+    if not total > 0:
+        raise ConfigError("combination_weights", "every anchor combination has weight 0; at least one must be > 0")
+    return combos, weights / total
 
 
 def _rows_exact(config: CompositeAdditionConfig, keys: np.ndarray, key_w: np.ndarray,

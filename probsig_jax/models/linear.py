@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from probsig_jax.validation import require_float, require_int
+from probsig_jax.validation import require, require_float, require_int
 
 
 def feature_index(inputs_NxL: jax.Array, vocab_size: int, positional: bool) -> jax.Array:
@@ -40,6 +40,8 @@ class LinearEmbeddingModel(nnx.Module):
         require_int(dim, "dim", minimum=1)
         require_int(seq_len, "seq_len", minimum=1)
         require_float(init_scale, "init_scale", minimum=0.0, strict_minimum=True)
+        require(jnp.issubdtype(jnp.dtype(dtype), jnp.floating), "dtype",
+                f"must be a floating-point dtype (float32 or float64), got {jnp.dtype(dtype)}")
         self.vocab_size = vocab_size
         self.positional = positional
         num_features = vocab_size * seq_len if positional else vocab_size
@@ -59,7 +61,17 @@ class LinearEmbeddingModel(nnx.Module):
     @classmethod
     def from_weights(cls, E_DxF: jax.Array, U_VxD: jax.Array, *, positional: bool = False) -> "LinearEmbeddingModel":
         """A model holding exactly the given matrices (e.g. a shared E0, U0 for theory and training)."""
+        E_DxF, U_VxD = jnp.asarray(E_DxF), jnp.asarray(U_VxD)
+        require(E_DxF.ndim == 2, "E", f"must be a (d, F) matrix, got shape {E_DxF.shape}")
+        require(U_VxD.ndim == 2 and U_VxD.shape[1] == E_DxF.shape[0], "U",
+                f"must be a (V, d) matrix with d = {E_DxF.shape[0]} to match E, got shape {U_VxD.shape}")
         vocab_size, dim = U_VxD.shape
+        if positional:
+            require(vocab_size > 0 and E_DxF.shape[1] % vocab_size == 0 and E_DxF.shape[1] > 0, "E",
+                    f"positional features need F = seq_len * V with V = {vocab_size}, got F = {E_DxF.shape[1]}")
+        else:
+            require(E_DxF.shape[1] == vocab_size, "E",
+                    f"must have F = V = {vocab_size} columns (token counts), got F = {E_DxF.shape[1]}")
         seq_len = E_DxF.shape[1] // vocab_size if positional else 1
         model = cls(vocab_size, dim, seq_len=seq_len, positional=positional, dtype=E_DxF.dtype, rngs=nnx.Rngs(0))
         model.embedding[...] = jnp.asarray(E_DxF)

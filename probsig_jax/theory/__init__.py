@@ -3,5 +3,6 @@
 
 from probsig_jax.theory import linear
 from probsig_jax.theory.derivation import derive_linear_flow, verify_linear_flow
+from probsig_jax.theory.writeup import render_linear_flow_markdown
 
-__all__ = ["derive_linear_flow", "linear", "verify_linear_flow"]
+__all__ = ["derive_linear_flow", "linear", "render_linear_flow_markdown", "verify_linear_flow"]

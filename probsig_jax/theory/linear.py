@@ -20,14 +20,26 @@ from probsig_jax.data.dataset import Dataset
 from probsig_jax.models.linear import feature_index
 from probsig_jax.signatures import cooccurrence_matrix, signature_matrix
 from probsig_jax.theory.compiled import compiled_linear_theory
-from probsig_jax.validation import ConfigError, require, require_float
+from probsig_jax.validation import ConfigError, require, require_float, require_int
 
 
 # ----------------------------------------------------------------------------- validation helpers
 
+def _as_float(x) -> jax.Array:
+    """An array in a floating dtype (integer input would truncate the flow times to integers)."""
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
+
+
+def _check_matrix(M, field: str = "M") -> jax.Array:
+    M = _as_float(M)
+    require(M.ndim == 2, field, f"must be a (V, F) matrix, got shape {M.shape}")
+    require(M.size > 0, field, f"must not be empty, got shape {M.shape}")
+    return M
+
+
 def _check_weights(M, E0, U0) -> tuple[jax.Array, jax.Array, jax.Array]:
-    M, E0, U0 = jnp.asarray(M), jnp.asarray(E0), jnp.asarray(U0)
-    require(M.ndim == 2, "M", f"must be a (V, F) matrix, got shape {M.shape}")
+    M, E0, U0 = _check_matrix(M), _as_float(E0), _as_float(U0)
     require(E0.ndim == 2 and E0.shape[1] == M.shape[1], "E0",
             f"must have shape (d, F) = (*, {M.shape[1]}) to match M, got {E0.shape}")
     require(U0.shape == (M.shape[0], E0.shape[0]), "U0",
@@ -106,7 +118,8 @@ def predicted_embedding_gram(M, t, init_scale: float, dim: int, *, modes: Signat
     ts = _check_times(t)
     require(ts.ndim == 0, "t", "must be a scalar here")
     require_float(init_scale, "init_scale", minimum=0.0, strict_minimum=True)
-    modes = modes or signature_modes(M)
+    require_int(dim, "dim", minimum=1)
+    modes = modes or signature_modes(_check_matrix(M))
     g = compiled_linear_theory()["expected_mode_gram"](modes.S, float(ts), init_scale) / init_scale**2
     F = modes.Q.shape[0]
     return init_scale**2 * dim * (jnp.eye(F, dtype=modes.Q.dtype) + (modes.Q * (g - 1.0)) @ modes.Q.T)
@@ -124,8 +137,9 @@ def escape_time(M, init_scale: float, dim: int, threshold: float = 1.0) -> float
     leading singular value of the logit map U E. ~ log(2 theta / (eps^2 d)) / (2 sigma_1).
     """
     require_float(init_scale, "init_scale", minimum=0.0, strict_minimum=True)
+    require_int(dim, "dim", minimum=1)
     require_float(threshold, "threshold", minimum=0.0, strict_minimum=True)
-    s1 = float(np.linalg.svd(np.asarray(M), compute_uv=False)[0])
+    s1 = float(np.linalg.svd(np.asarray(_check_matrix(M)), compute_uv=False)[0])
     require(s1 > 0, "M", "is zero: labels are independent of the inputs, nothing escapes the plateau")
     return float(compiled_linear_theory()["escape_time"](s1, init_scale, dim, threshold))
 
@@ -229,9 +243,13 @@ def integrate_flow(dataset: Dataset, E0, U0, ts, *, positional: bool = False, or
     Returns:
       stacked ``(E (T, d, F), U (T, V, d))``.
     """
-    M = jnp.asarray(signature_matrix(dataset, positional), dtype=jnp.asarray(E0).dtype)
+    E0 = _as_float(E0)
+    M = jnp.asarray(signature_matrix(dataset, positional), dtype=E0.dtype)
     M, E0, U0 = _check_weights(M, E0, U0)
     ts = _check_times(ts, "ts")
+    require_float(rtol, "rtol", minimum=0.0, strict_minimum=True)
+    require_float(atol, "atol", minimum=0.0, strict_minimum=True)
+    require_int(max_steps, "max_steps", minimum=1)
     require(ts.ndim == 1 and len(ts) >= 1, "ts", "must be a non-empty 1-D array")
     require(bool(np.all(np.diff(ts) >= 0)), "ts", "must be non-decreasing")
     data = FlowData.from_dataset(dataset, positional, dtype=E0.dtype)
@@ -252,14 +270,19 @@ def _solve(field, E0, U0, ts, rtol, atol, max_steps):
 
 def linear_model_loss(dataset: Dataset, E, U, *, positional: bool = False) -> np.ndarray:
     """Weighted cross-entropy of the linear model at E (d, F), U (V, d), or stacked (T, ...) trajectories."""
-    data = FlowData.from_dataset(dataset, positional, dtype=jnp.asarray(E).dtype)
+    E, U = _as_float(E), _as_float(U)
+    F = dataset.vocab_size * (dataset.seq_len if positional else 1)
+    require(E.ndim in (2, 3) and E.shape[-1] == F, "E",
+            f"must have shape (d, F) or (T, d, F) with F = {F} features, got {E.shape}")
+    require(U.ndim == E.ndim and U.shape[-2:] == (dataset.vocab_size, E.shape[-2]) and U.shape[:-2] == E.shape[:-2],
+            "U", f"must have shape {E.shape[:-2] + (dataset.vocab_size, E.shape[-2])} to match E, got {U.shape}")
+    data = FlowData.from_dataset(dataset, positional, dtype=E.dtype)
 
     def loss(E, U):
         z = jnp.take(E.T, data.feature_ids, axis=0).sum(axis=1) @ U.T
         logp = jax.nn.log_softmax(z, axis=-1)
         return -jnp.sum(data.weights * jnp.take_along_axis(logp, data.labels[:, None], axis=1)[:, 0])
 
-    E, U = jnp.asarray(E), jnp.asarray(U)
     if E.ndim == 3:
         return np.asarray(jax.vmap(loss)(E, U))
     return np.asarray(loss(E, U))

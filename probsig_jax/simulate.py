@@ -1,0 +1,190 @@
+"""``python -m probsig_jax.simulate``: the experiments of PAPER section 8 from the command line.
+
+Subcommands (``linear`` is the default when none is given)::
+
+    python -m probsig_jax.simulate                      # E1 on the embedded default task
+    python -m probsig_jax.simulate linear --dim 64 --preset anchor4 --out runs/e1
+    python -m probsig_jax.simulate intervene --edit anchor_weights=4,1,1,1 --edit label_noise=0.1
+
+Every field of the experiment, data and training configs is an option
+(``--help`` lists them with their defaults). A run directory receives
+``config.json`` (the full config, seed and provenance), ``metrics.json``,
+``report.md`` and PNG figures; it is written to a hidden temporary directory and
+renamed into place only when complete. Bad options exit with status 2 and one
+line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from probsig_jax.cli_options import add_dataclass_options, apply_options
+from probsig_jax.data import PRESETS, CompositeAdditionConfig
+from probsig_jax.experiments.common import LinearExperimentConfig
+from probsig_jax.runs import atomic_run_dir, default_run_dir, provenance, to_jsonable, write_json, write_text
+from probsig_jax.train import TrainConfig
+from probsig_jax.validation import ConfigError
+
+SUBCOMMANDS = ("linear", "intervene")
+EXIT_BAD_INPUT = 2
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (no usage dump) and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
+    parser.add_argument("--out", default=None, help="run directory (must not exist) [default: runs/<UTC timestamp>]")
+    parser.add_argument("--seed", default=None, help="seed of the data sampler, the initialisation and the "
+                        "mini-batches [int; default: 0]")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    base = LinearExperimentConfig()
+    return {
+        "experiment": add_dataclass_options(parser, LinearExperimentConfig, group_title="model and analysis",
+                                            skip=("seed",), defaults=base),
+        "data": add_dataclass_options(parser, CompositeAdditionConfig, group_title="data (applied on top of --preset)",
+                                      skip=("seed",), defaults=PRESETS[base.preset]),
+        "train": add_dataclass_options(parser, TrainConfig, group_title="training", skip=("seed",),
+                                       defaults=base.train),
+    }
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, dict[str, list[str]]]]:
+    parser = _OneLineParser(prog="python -m probsig_jax.simulate",
+                            description="Probability-signature experiments (PAPER section 8). "
+                                        "Without a subcommand, runs `linear`.")
+    sub = parser.add_subparsers(dest="command", parser_class=_OneLineParser)
+    fields = {}
+    p_linear = sub.add_parser("linear", help="E1: closed form vs integrated flow vs gradient descent, linear model")
+    fields["linear"] = _add_config_options(p_linear)
+    p_int = sub.add_parser("intervene", help="E2: edit the data distribution; predicted vs measured change of the "
+                                             "key-embedding similarity")
+    fields["intervene"] = _add_config_options(p_int)
+    p_int.add_argument("--edit", action="append", default=None, metavar="FIELD=VALUE",
+                       help="edit of the data config giving the edited task (repeatable), e.g. "
+                            "anchor_weights=4,1,1,1, label_noise=0.2, held_out=4 [default: anchor_weights=4,1,1,1]")
+    return parser, fields
+
+
+def _parse_seed(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        seed = int(text)
+    except ValueError:
+        raise ConfigError("seed", f"must be an integer >= 0, got {text!r}") from None
+    if seed < 0:
+        raise ConfigError("seed", f"must be an integer >= 0, got {seed}")
+    return seed
+
+
+def config_from_args(args: argparse.Namespace, fields: dict[str, list[str]]) -> LinearExperimentConfig:
+    """The experiment config: defaults, then ``--preset``, then every option the user gave."""
+    config = apply_options(LinearExperimentConfig(), args, fields["experiment"])
+    if config.preset not in PRESETS:
+        raise ConfigError("preset", f"must be one of {', '.join(sorted(PRESETS))}, got {config.preset!r}")
+    data = apply_options(PRESETS[config.preset], args, fields["data"])
+    train = apply_options(config.train, args, fields["train"])
+    seed = _parse_seed(args.seed)
+    if seed is not None:
+        config = dataclasses.replace(config, seed=seed)
+    data, train = data.replace(seed=config.seed), dataclasses.replace(train, seed=config.seed)
+    return dataclasses.replace(config, data=data, train=train).validate()
+
+
+def _summary_lines(metrics: dict[str, Any]) -> list[str]:
+    if metrics["experiment"] == "linear":
+        a = metrics["alignment"]
+        return [
+            f"final loss {metrics['final_loss']:.4f} (initial {metrics['initial_loss']:.4f})",
+            f"closed form vs GD, max rel. error until growth {metrics['early_phase_growth']:.1f}x: "
+            f"{metrics['closed_form_rel_err']:.3%}",
+            f"integrated flow vs GD, max rel. error over the run: {metrics['flow_rel_err']:.3%}",
+            f"escape time predicted {metrics['escape_time_predicted']:.1f}, measured "
+            f"{metrics['escape_time_measured'] if metrics['escape_time_measured'] is None else round(metrics['escape_time_measured'], 1)}",
+            f"key embedding vs signature similarity at t={metrics['alignment_time']:.0f} "
+            f"(growth {metrics['alignment_growth']:.1f}x): Pearson {a['pearson']:.3f}, Spearman {a['spearman']:.3f}, "
+            f"top-{int(a['k'])} overlap {a['topk_overlap']:.3f}, strong-pair precision {a['strong_pair_precision']:.3f}",
+        ]
+    lines = [f"edits: {', '.join(metrics['edits'])}; compared at t={metrics['compare_time']:.0f}",
+             f"mean |Delta S_E| measured: {metrics['mean_abs_delta_measured']:.4f}"]
+    for name, s in metrics["delta_vs_prediction"].items():
+        lines.append(f"Delta S_E measured vs {name}: Pearson {s['pearson']:.3f}, rel. error {s['rel_err']:.3f}")
+    return lines
+
+
+def _report(title: str, config: Any, metrics: dict[str, Any], figures: list[Path], out: Path) -> str:
+    from probsig_jax.experiments.linear import metrics_table
+
+    body = [f"# {title}", "", f"Command: `python -m probsig_jax.simulate {' '.join(sys.argv[1:])}`", "",
+            "## Summary", "", *[f"- {line}" for line in _summary_lines(metrics)], "", "## Metrics", "",
+            metrics_table(metrics), "", "## Figures", ""]
+    body += [f"![{p.stem}]({p.name})" for p in figures]
+    body += ["", "Full config and provenance: `config.json`; all metrics: `metrics.json`; arrays: `arrays.npz`.", ""]
+    return "\n".join(body)
+
+
+def _run(command: str, config: LinearExperimentConfig, edits: Sequence[str] | None, out: Path, quiet: bool) -> Path:
+    tic = time.perf_counter()
+    with atomic_run_dir(out) as tmp:
+        if command == "linear":
+            from probsig_jax.experiments.linear import run_linear_theory, write_linear_report
+
+            result = run_linear_theory(config, quiet=quiet)
+            full_config: Any = config
+            figures = write_linear_report(result, tmp)
+            title = "E1: linear model, closed form vs integrated flow vs gradient descent"
+        else:
+            from probsig_jax.experiments.intervene import DEFAULT_EDITS, InterventionConfig, run_intervention, \
+                write_intervention_report
+
+            full_config = InterventionConfig(base=config, edits=tuple(edits) if edits else DEFAULT_EDITS)
+            result = run_intervention(full_config, quiet=quiet)
+            figures = write_intervention_report(result, tmp)
+            title = "E2: intervention on the data distribution, predicted vs measured embedding change"
+        metrics = dict(result.metrics, wall_time_s=time.perf_counter() - tic)
+        prov = provenance()
+        write_json(tmp / "config.json", {"command": command, "config": to_jsonable(full_config),
+                                         "seed": config.seed, "provenance": prov})
+        write_json(tmp / "metrics.json", metrics)
+        write_text(tmp / "report.md", _report(title, full_config, metrics, figures, out))
+    if not quiet:
+        for line in _summary_lines(metrics):
+            print(line)
+        print(f"wrote {out}/ (report.md, metrics.json, config.json, {len(figures)} figures)")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["linear", *argv]
+    parser, fields = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args, fields[args.command])
+        out = Path(args.out) if args.out else default_run_dir()
+        if args.command == "intervene":
+            from probsig_jax.experiments.intervene import DEFAULT_EDITS, InterventionConfig
+
+            InterventionConfig(base=config, edits=tuple(args.edit) if args.edit else DEFAULT_EDITS).validate()
+        _run(args.command, config, getattr(args, "edit", None), out, args.quiet)
+    except ConfigError as err:
+        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
