@@ -29,14 +29,17 @@ def block(tree: Any) -> Any:
 
 
 def timeit(fn: Callable[[], Any], *, repeats: int, budget_s: float = float("inf"), warmup: int = 1,
-           min_runs: int = 1) -> dict[str, Any]:
+           min_runs: int = 1, reuse_slow_first_s: float | None = None) -> dict[str, Any]:
     """Time ``fn`` with ``time.perf_counter`` after ``block_until_ready`` on its result.
 
     ``warmup`` calls come first (the first one is reported as ``first_s``: it includes
     compilation for a fresh jitted function). Then between ``min_runs`` and ``repeats``
     timed calls, stopping early once their total exceeds ``budget_s``.
+    With ``reuse_slow_first_s``, a first call slower than that is itself the (only)
+    measurement (``first_call_reused``): for work where compilation is negligible.
 
-    Returns ``{"median_s", "min_s", "runs_s", "first_s", "result"}`` (``result``: the last call's output).
+    Returns ``{"median_s", "min_s", "runs_s", "first_s", "first_call_reused", "result"}``
+    (``result``: the last call's output).
     """
     first = None
     result = None
@@ -45,6 +48,9 @@ def timeit(fn: Callable[[], Any], *, repeats: int, budget_s: float = float("inf"
         result = block(fn())
         if i == 0:
             first = time.perf_counter() - tic
+    if warmup and reuse_slow_first_s is not None and first > reuse_slow_first_s:
+        return {"median_s": first, "min_s": first, "runs_s": [first], "first_s": first, "first_call_reused": True,
+                "result": result}
     times: list[float] = []
     while len(times) < max(repeats, min_runs):
         tic = time.perf_counter()
@@ -53,7 +59,7 @@ def timeit(fn: Callable[[], Any], *, repeats: int, budget_s: float = float("inf"
         if len(times) >= min_runs and sum(times) > budget_s:
             break
     return {"median_s": statistics.median(times), "min_s": min(times), "runs_s": times, "first_s": first,
-            "result": result}
+            "first_call_reused": False, "result": result}
 
 
 def strip_results(timing: dict[str, Any]) -> dict[str, Any]:

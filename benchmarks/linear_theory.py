@@ -97,7 +97,7 @@ def step_functions(model: nnx.Module, dataset, lr: float):
         updates, opt_state = tx.update(grads, opt_state, state)
         return optax.apply_updates(state, updates), opt_state
 
-    return step, graphdef, state, tx.init(state)
+    return step, loss_fn, graphdef, state, tx.init(state)
 
 
 def numpy_step_functions(E: np.ndarray, U: np.ndarray, dataset, lr: float):
@@ -132,7 +132,7 @@ def numpy_step_functions(E: np.ndarray, U: np.ndarray, dataset, lr: float):
 
 def bench_step(vocab_size: int, dim: int, dataset, dtype, lr: float, args) -> dict[str, Any]:
     model = LinearEmbeddingModel(vocab_size, dim, init_scale=args.init_scale, dtype=dtype, rngs=nnx.Rngs(args.seed))
-    step, graphdef, state, opt_state = step_functions(model, dataset, lr)
+    step, loss_fn, graphdef, state, opt_state = step_functions(model, dataset, lr)
     rep, budget = args.repeats, args.budget_s
     out: dict[str, Any] = {"dtype": jnp.dtype(dtype).name}
 
@@ -142,6 +142,13 @@ def bench_step(vocab_size: int, dim: int, dataset, dtype, lr: float, args) -> di
     out["jit_compile_s"] = time.perf_counter() - tic
     out["jit_step"] = strip_results(timeit(lambda: compiled(state, opt_state), repeats=rep, budget_s=budget,
                                            warmup=2, min_runs=3))
+
+    # Breakdown: forward + loss only, and forward + backward (no update).
+    fwd = jax.jit(loss_fn)
+    grad = jax.jit(jax.grad(loss_fn))
+    out["jit_forward_loss"] = strip_results(timeit(lambda: fwd(state), repeats=rep, budget_s=budget, warmup=2,
+                                                   min_runs=3))
+    out["jit_grad"] = strip_results(timeit(lambda: grad(state), repeats=rep, budget_s=budget, warmup=2, min_runs=3))
 
     chunk = args.record_every
 
@@ -182,6 +189,7 @@ def bench_step(vocab_size: int, dim: int, dataset, dtype, lr: float, args) -> di
 
     jit_s, np_core_s = out["jit_step"]["median_s"], out["numpy_core"]["median_s"]
     out["ratio_jit_over_numpy_core"] = jit_s / np_core_s
+    out["ratio_jit_over_numpy_core_min"] = out["jit_step"]["min_s"] / out["numpy_core"]["min_s"]
     out["ratio_jit_over_numpy_full"] = jit_s / out["numpy_full_step"]["median_s"]
     out["ratio_scan_over_numpy_core"] = out["jit_scan_per_step"]["median_s"] / np_core_s
     out["ratio_eager_over_jit"] = out["eager_step"]["median_s"] / jit_s
@@ -214,7 +222,7 @@ def make_flow_solver(dataset, dtype, rtol: float, atol: float, max_steps: int):
 # ----------------------------------------------------------------------------- one vocabulary size
 
 def bench_vocab(V: int, args) -> dict[str, Any]:
-    res: dict[str, Any] = {"vocab_size": V, "dim": args.dim}
+    res: dict[str, Any] = {"vocab_size": V, "dim": args.dim, "load_average_at_start": load_average()}
     rep, budget = args.repeats, args.budget_s
     traj_dtype = jnp.dtype(args.trajectory_dtype)
 
@@ -264,7 +272,8 @@ def bench_vocab(V: int, args) -> dict[str, Any]:
     M_np = signature_matrix(dataset)
     res["signature_matrix_s"] = time.perf_counter() - tic
     M = jnp.asarray(M_np, dtype=traj_dtype)
-    svd = timeit(lambda: theory.signature_modes(M), repeats=rep, budget_s=budget, warmup=0, min_runs=1)
+    svd = timeit(lambda: theory.signature_modes(M), repeats=rep, budget_s=budget, warmup=1, min_runs=1,
+                 reuse_slow_first_s=budget / 4)
     modes = svd["result"]
     res["svd"] = strip_results(svd) | {"rank": int(modes.S.shape[0])}
 
@@ -279,7 +288,8 @@ def bench_vocab(V: int, args) -> dict[str, Any]:
     res["closed_form"] = c
     log(f"      eval {c['median_s']:.4g} s (+SVD {res['svd']['median_s']:.4g} s, compile ~{c['compile_s_est']:.3g} s)")
     if res["steps_reduced"]:
-        cfull = timeit(lambda: cf(times_full), repeats=rep, budget_s=budget, warmup=1, min_runs=1)
+        cfull = timeit(lambda: cf(times_full), repeats=rep, budget_s=budget, warmup=1, min_runs=1,
+                       reuse_slow_first_s=budget)
         cfull.pop("result")
         cfull["total_with_svd_s"] = cfull["median_s"] + res["svd"]["median_s"]
         cfull["num_records"] = len(times_full)
@@ -401,11 +411,13 @@ def step_table(results: list[dict[str, Any]]) -> str:
             rows.append([r["vocab_size"], name, s["jit_step"]["median_s"] * 1e3,
                          s["jit_scan_per_step"]["median_s"] * 1e3, s["eager_step"]["median_s"] * 1e3,
                          s["eager_disable_jit_step"]["median_s"] * 1e3, s["numpy_core"]["median_s"] * 1e3,
-                         s["numpy_full_step"]["median_s"] * 1e3, s["ratio_jit_over_numpy_core"],
-                         s["ratio_scan_over_numpy_core"], s["ratio_jit_over_numpy_full"]])
+                         s["numpy_full_step"]["median_s"] * 1e3, s["jit_forward_loss"]["median_s"] * 1e3,
+                         s["jit_grad"]["median_s"] * 1e3, s["ratio_jit_over_numpy_core"],
+                         s["ratio_jit_over_numpy_core_min"], s["ratio_scan_over_numpy_core"],
+                         s["ratio_jit_over_numpy_full"]])
     return format_table(["V", "dtype", "jit step (ms)", "jit scan (ms/step)", "eager (ms)", "disable_jit (ms)",
-                         "numpy core (ms)", "numpy full (ms)", "jit/numpy core", "scan/numpy core",
-                         "jit/numpy full"], rows)
+                         "numpy core (ms)", "numpy full (ms)", "jit fwd+loss (ms)", "jit grad (ms)",
+                         "jit/numpy core", "jit/numpy core (min/min)", "scan/numpy core", "jit/numpy full"], rows)
 
 
 # ----------------------------------------------------------------------------- main

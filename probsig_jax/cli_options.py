@@ -90,6 +90,8 @@ def parse_value(text: str, annotation: Any, field: str) -> Any:
 
 def _describe(annotation: Any) -> str:
     origin = get_origin(annotation)
+    if origin is Literal:
+        return "one of " + "|".join(map(str, get_args(annotation)))
     if origin is tuple:
         return "comma-separated " + getattr(get_args(annotation)[0], "__name__", "items")
     return getattr(annotation, "__name__", str(annotation))
@@ -109,7 +111,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, *, group_title: 
         annotation = hints[f.name]
         default = getattr(defaults, f.name) if defaults is not None else f.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        help_text = f"{docs.get(f.name, '')} [{_describe(annotation)}; default: {shown}]".strip()
+        help_text = f"{docs.get(f.name, '')} [{_describe(annotation)}; default: {shown}]".strip().replace('%', '%%')
         if annotation is bool:
             group.add_argument(option_name(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)

@@ -163,8 +163,27 @@ def _run(command: str, config: LinearExperimentConfig, edits: Sequence[str] | No
     return out
 
 
+def _attach_negative_numbers(argv: list[str]) -> list[str]:
+    """``--opt -1e-3`` -> ``--opt=-1e-3``: argparse would read a negative number in exponent form as an option."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and token.startswith("-") and _is_number(token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _attach_negative_numbers(list(sys.argv[1:] if argv is None else argv))
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["linear", *argv]
     parser, fields = build_parser()

@@ -298,7 +298,7 @@ def scipy_exact_flow(ds: Dataset, E0, U0, ts, positional=False):
     return sol.y[:d * F].T.reshape(len(ts), d, F), sol.y[d * F:].T.reshape(len(ts), V, d)
 
 
-@pytest.mark.parametrize("positional", [False, True])
+@pytest.mark.parametrize("positional", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_exact_flow_matches_scipy_through_escape(simple_task, positional):
     """diffrax (Tsit5, rtol 1e-10) vs scipy DOP853 (rtol 1e-11) on the simple task, eps = 1e-3, d = 8,
     t in [0, 300] (predicted escape ~127): joint relative error < 1e-6 at every time."""

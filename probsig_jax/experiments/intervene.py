@@ -27,6 +27,7 @@ from probsig_jax.cli_options import parse_assignment
 from probsig_jax.data import make_composite_addition
 from probsig_jax.experiments.common import LinearExperimentConfig, embedding_similarity, similarity_from_gram
 from probsig_jax.experiments.linear import LinearTheoryResult, run_linear_theory
+from probsig_jax.signatures import signature_matrix
 from probsig_jax.theory import linear as theory
 from probsig_jax.validation import ConfigError, require
 
@@ -54,7 +55,13 @@ class InterventionConfig:
 
     def validate(self) -> "InterventionConfig":
         self.base.validate()
-        self.edited_config()
+        edited = self.edited_config()
+        base_ds, edit_ds = make_composite_addition(self.base.data).train, make_composite_addition(edited.data).train
+        M_base = signature_matrix(base_ds, self.base.positional)
+        M_edit = signature_matrix(edit_ds, self.base.positional)
+        if M_base.shape == M_edit.shape and np.allclose(M_base, M_edit, rtol=0, atol=1e-12):
+            raise ConfigError("edit", f"the edits {list(self.edits)} leave the signature matrix M unchanged, "
+                              "so the baseline and edited runs would be identical")
         return self
 
 
