@@ -55,13 +55,17 @@ def require_float(
         raise ConfigError(field, f"must be a real number, got {value!r}") from None
     if not math.isfinite(value):
         raise ConfigError(field, f"must be finite, got {value}")
-    lo_bracket = "(" if strict_minimum else "["
-    lo = "-inf" if minimum is None else minimum
-    hi = "inf" if maximum is None else maximum
     bad_lo = minimum is not None and (value <= minimum if strict_minimum else value < minimum)
     bad_hi = maximum is not None and value > maximum
     if bad_lo or bad_hi:
-        raise ConfigError(field, f"must be in {lo_bracket}{lo}, {hi}], got {value}")
+        lower = ">" if strict_minimum else ">="
+        if maximum is None:
+            accepted = f"must be {lower} {minimum:g}"
+        elif minimum is None:
+            accepted = f"must be <= {maximum:g}"
+        else:
+            accepted = f"must be in {'(' if strict_minimum else '['}{minimum:g}, {maximum:g}]"
+        raise ConfigError(field, f"{accepted}, got {value:g}")
     return value
 
 

@@ -90,15 +90,15 @@ def test_require_float_out_of_range_message(value):
     assert info.value.field == "label_noise"
     msg = str(info.value)
     assert msg.startswith("label_noise:")
-    assert "[0.0, 1.0]" in msg
-    assert str(value) in msg
+    assert "[0, 1]" in msg
+    assert f"got {value:g}" in msg
 
 
 def test_require_float_strict_minimum():
     with pytest.raises(ConfigError) as info:
         require_float(0.0, "learning_rate", minimum=0.0, strict_minimum=True)
     assert info.value.field == "learning_rate"
-    assert "(0.0, inf]" in str(info.value)
+    assert "must be > 0, got 0" in str(info.value)
     assert require_float(1e-12, "learning_rate", minimum=0.0, strict_minimum=True) == 1e-12
     # non-strict: the bound itself is allowed
     assert require_float(0.0, "learning_rate", minimum=0.0) == 0.0

@@ -64,8 +64,8 @@ class LinearFlowDerivation:
     softmax_first_order: sp.Expr
     softmax_second_order: sp.Expr
     next_order_gradient_matrix: sp.MatrixExpr
-    mode_generator: sp.Matrix
-    mode_propagator: sp.Matrix
+    mode_generator: sp.ImmutableMatrix
+    mode_propagator: sp.ImmutableMatrix
     mode_update_a: sp.Expr
     mode_update_b: sp.Expr
     closed_form_A: sp.MatrixExpr
@@ -167,8 +167,8 @@ def derive_linear_flow() -> LinearFlowDerivation:
 
     # 3. Closed form of dA/dt = M^T B, dB/dt = M A (A = E^T, B = U). In the SVD basis M = P S Q^T
     # each singular value sigma couples (q^T A, p^T B) through the block [[0, sigma], [sigma, 0]].
-    generator = sp.Matrix([[0, sigma], [sigma, 0]])
-    propagator = sp.simplify((generator * t).exp().applyfunc(lambda e: e.rewrite(sp.cosh)))
+    generator = sp.ImmutableMatrix([[0, sigma], [sigma, 0]])
+    propagator = sp.ImmutableMatrix(sp.simplify((generator * t).exp().applyfunc(lambda e: e.rewrite(sp.cosh))))
     checks["mode propagator exp(t [[0,s],[s,0]]) = [[cosh st, sinh st], [sinh st, cosh st]]"] = \
         sp.simplify(propagator - sp.Matrix([[sp.cosh(sigma * t), sp.sinh(sigma * t)],
                                             [sp.sinh(sigma * t), sp.cosh(sigma * t)]])) == sp.zeros(2, 2)
