@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from probsig_jax.analysis import cosine_similarity_matrix
 from probsig_jax.data.dataset import Dataset
 from probsig_jax.data.features import count_features
 from probsig_jax.validation import ConfigError, require
@@ -157,10 +158,7 @@ def _columns(matrix: np.ndarray, name: str) -> np.ndarray:
 
 def cosine_similarity(matrix: np.ndarray) -> np.ndarray:
     """(n, n) cosine similarity of the columns of ``matrix`` (dim, n); zero columns give 0."""
-    m = _columns(matrix, "matrix")
-    norms = np.linalg.norm(m, axis=0)
-    unit = np.divide(m, norms[None, :], out=np.zeros_like(m), where=norms[None, :] > 0)
-    return unit.T @ unit
+    return cosine_similarity_matrix(_columns(matrix, "matrix").T)
 
 
 def signature_similarity(data: Dataset | SignatureCounts, positional: bool = False) -> np.ndarray:
