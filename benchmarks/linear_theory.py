@@ -271,6 +271,7 @@ def bench_vocab(V: int, args) -> dict[str, Any]:
     tic = time.perf_counter()
     M_np = signature_matrix(dataset)
     res["signature_matrix_s"] = time.perf_counter() - tic
+    log(f"      signature_matrix {res['signature_matrix_s']:.4g} s (host numpy, not counted below)")
     M = jnp.asarray(M_np, dtype=traj_dtype)
     svd = timeit(lambda: theory.signature_modes(M), repeats=rep, budget_s=budget, warmup=1, min_runs=1,
                  reuse_slow_first_s=budget / 4)
@@ -387,10 +388,12 @@ def trajectory_table(results: list[dict[str, Any]]) -> str:
                      r["t_final"], r["num_records"], r["closed_form"]["median_s"], r["svd"]["median_s"],
                      r["closed_form"]["compile_s_est"], r["flow"]["aot_run"]["median_s"], r["flow"]["aot_compile_s"],
                      r["flow"]["integrate_flow_call"]["median_s"], r["gd"]["median_s"],
-                     r["speedup"]["closed_form_vs_gd"], r["speedup"]["closed_form_excl_svd_vs_gd"]])
+                     r["speedup"]["closed_form_vs_gd"], r["speedup"]["closed_form_excl_svd_vs_gd"],
+                     r["agreement"]["growth_final"], r["agreement"]["gd_vs_flow_max_rel_err"]])
     return format_table(["V", "N", "steps", "t_final", "records", "closed form eval (s)", "SVD (s)",
                          "cf compile (s)", "flow run (s)", "flow compile (s)", "integrate_flow() (s)",
-                         "GD train() (s)", "speedup cf+SVD vs GD", "speedup cf eval vs GD"], rows)
+                         "GD train() (s)", "speedup cf+SVD vs GD", "speedup cf eval vs GD", "|E_T|/|E_0|",
+                         "GD vs flow rel err"], rows)
 
 
 def full_horizon_table(results: list[dict[str, Any]]) -> str | None:

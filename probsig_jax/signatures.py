@@ -19,7 +19,7 @@ import numpy as np
 
 from probsig_jax.analysis import cosine_similarity_matrix
 from probsig_jax.data.dataset import Dataset
-from probsig_jax.data.features import count_features
+from probsig_jax.data.features import count_features, num_features
 from probsig_jax.validation import ConfigError, require
 
 
@@ -66,13 +66,19 @@ class SignatureCounts:
 
 
 def signature_counts(dataset: Dataset, positional: bool = False) -> SignatureCounts:
-    """Count statistics of a data set (bag-of-tokens or positional features)."""
-    feats = count_features(dataset.inputs, dataset.vocab_size, positional)
-    w = np.ones(dataset.num_samples) if dataset.weights is None else dataset.weights
-    onehot = np.zeros((dataset.num_samples, dataset.vocab_size))
-    onehot[np.arange(dataset.num_samples), dataset.labels] = 1.0
-    joint = (onehot * w[:, None]).T @ feats
-    return SignatureCounts(joint, onehot.T @ w, float(w.sum()), dataset.seq_len)
+    """Count statistics of a data set (bag-of-tokens or positional features).
+
+    Scatters each sample's weight into ``joint[label, feature]`` directly: memory is
+    O(V F + N L), never the dense (N, F) feature matrix.
+    """
+    w = np.ones(dataset.num_samples) if dataset.weights is None else np.asarray(dataset.weights, dtype=np.float64)
+    n, seq_len = dataset.inputs.shape
+    F = num_features(dataset.vocab_size, seq_len, positional)
+    cols = dataset.inputs + (np.arange(seq_len)[None, :] * dataset.vocab_size if positional else 0)
+    joint = np.zeros((dataset.vocab_size, F))
+    np.add.at(joint, (np.repeat(dataset.labels, seq_len), cols.reshape(-1)), np.repeat(w, seq_len))
+    label_counts = np.bincount(dataset.labels, weights=w, minlength=dataset.vocab_size).astype(np.float64)
+    return SignatureCounts(joint, label_counts, float(w.sum()), dataset.seq_len)
 
 
 def _as_counts(data: Dataset | SignatureCounts, positional: bool = False) -> SignatureCounts:

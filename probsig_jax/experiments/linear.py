@@ -71,7 +71,8 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False) ->
         times = gd.times
 
         tic = time.perf_counter()
-        E_cf, U_cf = theory.closed_form(M.astype(E0.dtype), E0, U0, times)
+        modes = theory.signature_modes(M.astype(E0.dtype))      # one SVD serves every prediction
+        E_cf, U_cf = theory.closed_form(M.astype(E0.dtype), E0, U0, times, modes=modes)
         E_cf, U_cf = np.asarray(E_cf), np.asarray(U_cf)
         timings["closed_form_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
@@ -86,7 +87,7 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False) ->
             "integrated flow": theory.linear_model_loss(data, E_fl, U_fl, positional=config.positional),
             "closed form (linearised)": theory.linear_model_loss(data, E_cf, U_cf, positional=config.positional),
         }
-        escape_pred = theory.escape_time(M, config.init_scale, config.dim, config.escape_threshold)
+        escape_pred = theory.escape_time(M, config.init_scale, config.dim, config.escape_threshold, modes=modes)
         escape_meas = theory.measured_escape_time(times, E_gd, U_gd, config.escape_threshold)
 
     rel_err = {
@@ -104,7 +105,9 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False) ->
     S_emb_align = embedding_similarity(E_gd[align], keys, V, pos)
     S_emb_early = embedding_similarity(E_gd[early], keys, V, pos)
     S_emb_final = embedding_similarity(E_gd[-1], keys, V, pos)
-    gram_pred = np.asarray(theory.predicted_embedding_gram(M, times[align], config.init_scale, config.dim))
+    with numerics(config.dtype):
+        gram_pred = np.asarray(theory.predicted_embedding_gram(M, times[align], config.init_scale, config.dim,
+                                                               modes=modes))
     S_pred = similarity_from_gram(gram_pred, keys, V, pos)
     metrics: dict[str, Any] = {
         "experiment": "linear",
@@ -125,7 +128,7 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False) ->
         "alignment_final": alignment_metrics(S_emb_final, S_sig, k=k, q=q),
         "alignment_over_time": alignment_over_time(E_gd, S_sig, keys, V, pos, k=k, q=q),
         "signature_similarity": config.signature_similarity,
-        "singular_values_M": np.linalg.svd(M, compute_uv=False)[:10].tolist(),
+        "singular_values_M": np.asarray(modes.S[:10]).tolist(),
         "num_train_rows": data.num_samples,
         "vocab_size": V,
         "num_keys": len(keys),

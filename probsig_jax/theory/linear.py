@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from probsig_jax.data.dataset import Dataset
+from probsig_jax.data.features import num_features
 from probsig_jax.models.linear import feature_index
 from probsig_jax.signatures import cooccurrence_matrix, signature_matrix
 from probsig_jax.theory.compiled import compiled_linear_theory
@@ -130,7 +131,8 @@ def predicted_unembedding_gram(M, t, init_scale: float, dim: int) -> jax.Array:
     return predicted_embedding_gram(jnp.asarray(M).T, t, init_scale, dim)
 
 
-def escape_time(M, init_scale: float, dim: int, threshold: float = 1.0) -> float:
+def escape_time(M, init_scale: float, dim: int, threshold: float = 1.0, *,
+                modes: SignatureModes | None = None) -> float:
     """Predicted end of the plateau: when E[a_1(t) . b_1(t)] = eps^2 d sinh(2 sigma_1 t) reaches ``threshold``.
 
     a_1, b_1 are the leading mode's coordinates of E^T and U; their product is the
@@ -139,7 +141,8 @@ def escape_time(M, init_scale: float, dim: int, threshold: float = 1.0) -> float
     require_float(init_scale, "init_scale", minimum=0.0, strict_minimum=True)
     require_int(dim, "dim", minimum=1)
     require_float(threshold, "threshold", minimum=0.0, strict_minimum=True)
-    s1 = float(np.linalg.svd(np.asarray(_check_matrix(M)), compute_uv=False)[0])
+    s1 = float(modes.S[0]) if modes is not None else float(np.linalg.svd(np.asarray(_check_matrix(M)),
+                                                                          compute_uv=False)[0])
     require(s1 > 0, "M", "is zero: labels are independent of the inputs, nothing escapes the plateau")
     return float(compiled_linear_theory()["escape_time"](s1, init_scale, dim, threshold))
 
@@ -244,7 +247,10 @@ def integrate_flow(dataset: Dataset, E0, U0, ts, *, positional: bool = False, or
       stacked ``(E (T, d, F), U (T, V, d))``.
     """
     E0 = _as_float(E0)
-    M = jnp.asarray(signature_matrix(dataset, positional), dtype=E0.dtype)
+    F = num_features(dataset.vocab_size, dataset.seq_len, positional)
+    # Only the approximate flows need M; the exact flow reads the data directly (shape check via zeros).
+    M = (jnp.asarray(signature_matrix(dataset, positional), dtype=E0.dtype) if order != "exact"
+         else jnp.zeros((dataset.vocab_size, F), dtype=E0.dtype))
     M, E0, U0 = _check_weights(M, E0, U0)
     ts = _check_times(ts, "ts")
     require_float(rtol, "rtol", minimum=0.0, strict_minimum=True)
