@@ -390,3 +390,35 @@ def plot_singular_values(
     ax.set_ylabel("singular value")
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)
+
+
+def plot_sweep(
+    path: str | os.PathLike,
+    x: np.ndarray,
+    series: dict[str, np.ndarray],
+    *,
+    xlabel: str,
+    ylabel: str,
+    logx: bool = False,
+) -> Path:
+    """Several quantities against one swept parameter (markers at the swept values).
+
+    Args:
+        path: output PNG.
+        x: (n,) swept values.
+        series: ``label -> (n,)`` values at ``x``.
+        xlabel, ylabel: axis labels.
+        logx: logarithmic x axis (e.g. for initialisation scales).
+    """
+    xs = _array(x, "x", 1)
+    data = _xy_curves({k: (xs, v) for k, v in series.items()}, "series")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
+    for label, (t, y) in data.items():
+        ax.plot(t, y, marker="o", lw=1.5, label=label)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)

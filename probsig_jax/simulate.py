@@ -30,7 +30,7 @@ from probsig_jax.runs import atomic_run_dir, default_run_dir, provenance, to_jso
 from probsig_jax.train import TrainConfig
 from probsig_jax.validation import ConfigError
 
-SUBCOMMANDS = ("linear", "intervene")
+SUBCOMMANDS = ("linear", "intervene", "ffn")
 EXIT_BAD_INPUT = 2
 
 
@@ -41,14 +41,22 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
+def _experiment_class(command: str):
+    if command == "ffn":
+        from probsig_jax.experiments.ffn import FFNExperimentConfig
+
+        return FFNExperimentConfig
+    return LinearExperimentConfig
+
+
+def _add_config_options(parser: argparse.ArgumentParser, cls=LinearExperimentConfig) -> dict[str, list[str]]:
     parser.add_argument("--out", default=None, help="run directory (must not exist) [default: runs/<UTC timestamp>]")
     parser.add_argument("--seed", default=None, help="seed of the data sampler, the initialisation and the "
                         "mini-batches [int; default: 0]")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
-    base = LinearExperimentConfig()
+    base = cls()
     return {
-        "experiment": add_dataclass_options(parser, LinearExperimentConfig, group_title="model and analysis",
+        "experiment": add_dataclass_options(parser, cls, group_title="model and analysis",
                                             skip=("seed",), defaults=base),
         "data": add_dataclass_options(parser, CompositeAdditionConfig, group_title="data (applied on top of --preset)",
                                       skip=("seed",), defaults=PRESETS[base.preset]),
@@ -68,6 +76,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, dict[str, list[st
     p_int = sub.add_parser("intervene", help="E2: edit the data distribution; predicted vs measured change of the "
                                              "key-embedding similarity")
     fields["intervene"] = _add_config_options(p_int)
+    p_ffn = sub.add_parser("ffn", help="E3: feed-forward net vs linear model, accuracy and alignment over training; "
+                                       "several --init-scale values run the initialisation-scale sweep")
+    fields["ffn"] = _add_config_options(p_ffn, _experiment_class("ffn"))
     p_int.add_argument("--edit", action="append", default=None, metavar="FIELD=VALUE",
                        help="edit of the data config giving the edited task (repeatable), e.g. "
                             "anchor_weights=4,1,1,1, label_noise=0.2, held_out=4 [default: anchor_weights=4,1,1,1]")
@@ -86,9 +97,9 @@ def _parse_seed(text: str | None) -> int | None:
     return seed
 
 
-def config_from_args(args: argparse.Namespace, fields: dict[str, list[str]]) -> LinearExperimentConfig:
+def config_from_args(args: argparse.Namespace, fields: dict[str, list[str]], cls=LinearExperimentConfig):
     """The experiment config: defaults, then ``--preset``, then every option the user gave."""
-    config = apply_options(LinearExperimentConfig(), args, fields["experiment"])
+    config = apply_options(cls(), args, fields["experiment"])
     if config.preset not in PRESETS:
         raise ConfigError("preset", f"must be one of {', '.join(sorted(PRESETS))}, got {config.preset!r}")
     data = apply_options(PRESETS[config.preset], args, fields["data"])
@@ -114,6 +125,15 @@ def _summary_lines(metrics: dict[str, Any]) -> list[str]:
             f"(growth {metrics['alignment_growth']:.1f}x): Pearson {a['pearson']:.3f}, Spearman {a['spearman']:.3f}, "
             f"top-{int(a['k'])} overlap {a['topk_overlap']:.3f}, strong-pair precision {a['strong_pair_precision']:.3f}",
         ]
+    if metrics["experiment"] == "ffn":
+        lines = []
+        for row in metrics["sweep"]:
+            acc = ", ".join(f"{k.removesuffix('_accuracy')} {v:.3f}" for k, v in row.items() if k.endswith("_accuracy"))
+            a = row["alignment"]
+            lines.append(f"{row['model']} (init {row['init_scale']:g}): loss {row['final_loss']:.4f}; accuracy {acc}; "
+                         f"key embedding vs signature Pearson {a['pearson']:.3f}, strong-pair precision "
+                         f"{a['strong_pair_precision']:.3f}")
+        return lines
     lines = [f"edits: {', '.join(metrics['edits'])}; compared at t={metrics['compare_time']:.0f}",
              f"mean |Delta S_E| measured: {metrics['mean_abs_delta_measured']:.4f}"]
     for name, s in metrics["delta_vs_prediction"].items():
@@ -132,7 +152,7 @@ def _report(title: str, config: Any, metrics: dict[str, Any], figures: list[Path
     return "\n".join(body)
 
 
-def _run(command: str, config: LinearExperimentConfig, edits: Sequence[str] | None, out: Path, quiet: bool) -> Path:
+def _run(command: str, config: Any, edits: Sequence[str] | None, out: Path, quiet: bool) -> Path:
     tic = time.perf_counter()
     with atomic_run_dir(out) as tmp:
         if command == "linear":
@@ -142,6 +162,13 @@ def _run(command: str, config: LinearExperimentConfig, edits: Sequence[str] | No
             full_config: Any = config
             figures = write_linear_report(result, tmp)
             title = "E1: linear model, closed form vs integrated flow vs gradient descent"
+        elif command == "ffn":
+            from probsig_jax.experiments.ffn import run_ffn, write_ffn_report
+
+            result = run_ffn(config, quiet=quiet)
+            full_config = config
+            figures = write_ffn_report(result, tmp)
+            title = "E3: feed-forward network vs linear model"
         else:
             from probsig_jax.experiments.intervene import DEFAULT_EDITS, InterventionConfig, run_intervention, \
                 write_intervention_report
@@ -189,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, fields = build_parser()
     args = parser.parse_args(argv)
     try:
-        config = config_from_args(args, fields[args.command])
+        config = config_from_args(args, fields[args.command], _experiment_class(args.command))
         out = Path(args.out) if args.out else default_run_dir()
         if args.command == "intervene":
             from probsig_jax.experiments.intervene import DEFAULT_EDITS, InterventionConfig

@@ -235,6 +235,10 @@ class TaskData:
     keys: tuple[int, ...]
     anchors: tuple[int, ...]
     config: CompositeAdditionConfig
+    test_unseen_keys: Dataset | None = None
+    """Test rows with the test keys (``test_key_modulus`` rule) and trained combinations."""
+    test_held_out: Dataset | None = None
+    """Test rows with the held-out anchor combinations (every key)."""
 
 
 def _memory_label(rng_seed: int, key: int, combo: tuple[int, ...], key_min: int, key_max: int) -> int:
@@ -362,4 +366,7 @@ def make_composite_addition(config: CompositeAdditionConfig) -> TaskData:
     train = dataclasses.replace(splits["train"], metadata=dict(meta, split="train"))
     if test is not None:
         test = dataclasses.replace(test, metadata=dict(meta, split="test"))
-    return TaskData(train, test, tuple(int(k) for k in keys), tuple(config.anchor_tokens), config)
+    parts = {name: None if splits[name] is None else dataclasses.replace(splits[name], metadata=dict(meta, split=name))
+             for name in ("test", "test_held")}
+    return TaskData(train, test, tuple(int(k) for k in keys), tuple(config.anchor_tokens), config,
+                    test_unseen_keys=parts["test"], test_held_out=parts["test_held"])

@@ -129,6 +129,15 @@ def alignment_over_time(E_T: np.ndarray, S_sig: np.ndarray, tokens, vocab_size: 
     return out
 
 
+def trained_keys(task) -> np.ndarray:
+    """The key tokens that occur in the training inputs (test-only keys have no input signature and an
+    untrained embedding, so they are left out of the alignment token set)."""
+    seen = np.zeros(task.train.vocab_size, bool)
+    seen[np.unique(task.train.inputs)] = True
+    keys = np.asarray(task.keys)
+    return keys[seen[keys]]
+
+
 def check_token_set(tokens, vocab_size: int) -> np.ndarray:
     tokens = np.asarray(tokens)
     if len(tokens) < 3:

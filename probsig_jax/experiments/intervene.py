@@ -105,8 +105,8 @@ def run_intervention(config: InterventionConfig, *, quiet: bool = False) -> Inte
     base_cfg, edit_cfg = _shared_vocab(config)
     baseline = run_linear_theory(base_cfg, quiet=quiet)
     edited = run_linear_theory(edit_cfg, quiet=quiet)
-    keys = np.asarray(baseline.task.keys)
-    if not np.array_equal(keys, np.asarray(edited.task.keys)):
+    keys = baseline.keys
+    if not np.array_equal(keys, edited.keys):
         raise ConfigError("edit", "the edits changed the key tokens; Delta S_E is compared over one key set "
                           "(edit weights, anchors, noise or held-out combinations instead)")
     V, pos, cfg = baseline.task.train.vocab_size, base_cfg.positional, base_cfg
@@ -158,7 +158,7 @@ def run_intervention(config: InterventionConfig, *, quiet: bool = False) -> Inte
 def write_intervention_report(result: InterventionResult, out_dir: Path) -> list[Path]:
     """Save the E2 figures and ``arrays.npz`` into ``out_dir``; returns the figure paths."""
     b, e, i = result.baseline, result.edited, result.compare_index
-    keys = np.asarray(b.task.keys)
+    keys = b.keys
     labels = [str(k) for k in keys]
     t = result.metrics["compare_time"]
     figs = [plots.plot_loss_curves(out_dir / "loss.png", {"baseline (gradient descent)": (b.times, b.losses["gradient descent"]),

@@ -19,7 +19,7 @@ from probsig_jax.analysis import alignment_metrics, cosine_similarity_matrix, of
 from probsig_jax.data import TaskData, make_composite_addition
 from probsig_jax.experiments.common import (
     LinearExperimentConfig, alignment_over_time, check_token_set, embedding_similarity, joint_relative_error,
-    numerics, signature_vectors, similarity_from_gram, token_vectors,
+    numerics, signature_vectors, similarity_from_gram, token_vectors, trained_keys,
 )
 from probsig_jax.models.linear import LinearEmbeddingModel
 from probsig_jax.signatures import signature_matrix, similarity_by_name
@@ -33,6 +33,7 @@ class LinearTheoryResult:
 
     config: LinearExperimentConfig
     task: TaskData
+    keys: np.ndarray            # the alignment token set: keys that occur in the training inputs
     times: np.ndarray
     M: np.ndarray
     signature_sim: np.ndarray
@@ -53,7 +54,7 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False) ->
         tic = time.perf_counter()
         task = make_composite_addition(config.data)
         data = task.train
-        keys = check_token_set(task.keys, data.vocab_size)
+        keys = check_token_set(trained_keys(task), data.vocab_size)
         M = signature_matrix(data, config.positional)
         S_sig_all = similarity_by_name(config.signature_similarity, data, config.positional)
         if config.positional:
@@ -138,14 +139,14 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False) ->
     # Embedding vs the theory's expected Gram, and the theory's own ceiling: expected Gram vs signatures.
     metrics["alignment_predicted_gram"] = alignment_metrics(S_emb_align, S_pred, k=k, q=q)
     metrics["alignment_theory_vs_signature"] = alignment_metrics(S_pred, S_sig, k=k, q=q)
-    return LinearTheoryResult(config, task, times, M, S_sig, {"gd": (E_gd, U_gd), "flow": (E_fl, U_fl),
+    return LinearTheoryResult(config, task, keys, times, M, S_sig, {"gd": (E_gd, U_gd), "flow": (E_fl, U_fl),
                               "closed_form": (E_cf, U_cf)}, losses, rel_err, growth, early, align, metrics)
 
 
 def write_linear_report(result: LinearTheoryResult, out_dir: Path) -> list[Path]:
     """Save the E1 figures, ``arrays.npz`` and ``report.md`` into ``out_dir``; returns the figure paths."""
     cfg, m, times = result.config, result.metrics, result.times
-    keys = np.asarray(result.task.keys)
+    keys = result.keys
     V, pos = result.task.train.vocab_size, cfg.positional
     E_gd, U_gd = result.trajectories["gd"]
     E_cf, U_cf = result.trajectories["closed_form"]
