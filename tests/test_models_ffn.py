@@ -90,22 +90,28 @@ def random_inputs(n, L, V, seed=0):
 # ---------------------------------------------------------------- shapes
 
 @pytest.mark.parametrize("combine", COMBINES)
-@pytest.mark.parametrize("activation", ACTS)
 @pytest.mark.parametrize("hidden", [(8,), (8, 6), (5, 7, 3)])
-def test_shapes(combine, activation, hidden):
+def test_shapes(combine, hidden):
+    """Shapes and dtypes by abstract evaluation (no compilation; the values are tested below)."""
     V, d, L, n = 11, 4, 3, 5
-    m = make_model(V, d, L, hidden, activation, combine)
-    x = jnp.asarray(random_inputs(n, L, V))
-    assert m(x).shape == (n, V)
-    assert m.embed(x).shape == ((n, d) if combine == "sum" else (n, L * d))
-    assert m.hidden_features(x).shape == (n, hidden[-1])
-    W = m.weights()
-    assert set(W) == {"E", "U"}
-    assert W["E"].shape == (d, V) and W["U"].shape == (V, hidden[-1])
+    x = jax.ShapeDtypeStruct((n, L), jnp.int32)
     widths = ((d if combine == "sum" else L * d),) + hidden
-    assert [w[...].shape for w in m.hidden_weights] == list(zip(widths[:-1], widths[1:]))
-    assert [b[...].shape for b in m.hidden_biases] == [(h,) for h in hidden]
-    assert m.vocab_size == V and m.seq_len == L and m.combine == combine and m.activation == activation
+    for activation in ACTS:
+        for dtype in (jnp.float32, jnp.float64):
+            m = nnx.eval_shape(lambda: make_model(V, d, L, hidden, activation, combine, dtype=dtype))
+            assert m.vocab_size == V and m.seq_len == L and m.combine == combine and m.activation == activation
+            graphdef, state = nnx.split(m)
+            out = lambda method: jax.eval_shape(lambda s, x: method(nnx.merge(graphdef, s), x), state, x)
+            logits = out(lambda mod, x: mod(x))
+            assert logits.shape == (n, V) and logits.dtype == dtype
+            assert out(lambda mod, x: mod.embed(x)).shape == ((n, d) if combine == "sum" else (n, L * d))
+            assert out(lambda mod, x: mod.hidden_features(x)).shape == (n, hidden[-1])
+            W = out(lambda mod, x: mod.weights())
+            assert set(W) == {"E", "U"}
+            assert W["E"].shape == (d, V) and W["U"].shape == (V, hidden[-1])
+            assert W["E"].dtype == dtype and W["U"].dtype == dtype
+            assert [w.get_value().shape for w in m.hidden_weights] == list(zip(widths[:-1], widths[1:]))
+            assert [b.get_value().shape for b in m.hidden_biases] == [(h,) for h in hidden]
 
 
 # ---------------------------------------------------------------- forward vs numpy
@@ -125,10 +131,6 @@ def test_forward_equals_numpy_reference(combine, activation, hidden):
     np.testing.assert_allclose(np.asarray(m.embed(xj)), h0, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(np.asarray(m.hidden_features(xj)), feats, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(np.asarray(m(xj)), logits, rtol=1e-12, atol=1e-12)
-    # jitted forward (as train() uses it) agrees too
-    graphdef, state = nnx.split(m)
-    jitted = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, xj)
-    np.testing.assert_allclose(np.asarray(jitted), logits, rtol=1e-12, atol=1e-12)
     # bag of tokens vs positions: reversing the sequence leaves "sum" unchanged and changes "concat"
     rev = np.asarray(m(jnp.asarray(x[:, ::-1])))
     if combine == "sum":
@@ -168,8 +170,8 @@ def _split_leaves(model):
     return graphdef, treedef, names, [leaf for _, leaf in with_path]
 
 
-@pytest.mark.parametrize("combine", COMBINES)
-@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("combine, activation", [("sum", "gelu"), ("concat", "tanh"), ("sum", "relu"),
+                                                  ("concat", "relu")])
 def test_gradient_matches_finite_differences(combine, activation):
     V, d, L, n = 7, 5, 3, 12
     m = make_model(V, d, L, (6, 4), activation, combine, init_scale=1.0, bias_scale=0.3, seed=3)
@@ -277,7 +279,7 @@ def _accuracy(model, dataset):
     return float(np.mean(pred == dataset.labels))
 
 
-@pytest.mark.parametrize("combine, activation", [("sum", "gelu"), ("sum", "relu"), ("concat", "tanh")])
+@pytest.mark.parametrize("combine, activation", [("sum", "relu"), ("concat", "tanh")])
 def test_learns_tiny_composite_addition(combine, activation):
     task = make_composite_addition(CompositeAdditionConfig(
         key_min=10, key_max=19, anchor_tokens=(1, 2), anchor_shifts=(1, 2)))

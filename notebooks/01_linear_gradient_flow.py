@@ -1,0 +1,348 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · The linear model's gradient flow: derivation, closed form, plateau and escape
+#
+# This notebook is the analytic core of the probability-signature theory (PAPER sections 4 and 8, E1),
+# read top to bottom:
+#
+# 1. **the derivation** – sympy builds the gradient of the softmax cross-entropy of the linear model
+#    `logits = U E c(x)`, linearises the gradient flow around a small initialisation, solves it in closed
+#    form through the SVD of the *signature matrix* `M`, and derives the expected embedding Gram and the
+#    escape time (`probsig_jax.theory.derivation`);
+# 2. **the closed form vs the exact flow vs gradient descent** on the `simple` composite addition task:
+#    the plateau, the escape, and where the linearisation stops applying;
+# 3. **key-embedding similarity vs signature similarity**: the prediction the theory makes from the
+#    data alone, and why it is reported at embedding growth 2x.
+#
+# Everything is computed by the package; this notebook only calls it and plots. It runs on a CPU in well
+# under a minute (float64 throughout). `python -m probsig_jax.simulate linear` produces the same E1 run
+# as a run directory with figures and `report.md`.
+
+# %%
+import time
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+import sympy as sp
+from IPython.display import Markdown, Math, display
+
+jax.config.update("jax_enable_x64", True)   # theory vs training is compared in float64
+
+from probsig_jax.analysis import offdiagonal, pearson
+from probsig_jax.data import make_composite_addition
+from probsig_jax.experiments.common import (
+    LinearExperimentConfig, embedding_similarity, numerics, similarity_from_gram,
+)
+from probsig_jax.experiments.linear import metrics_table, run_linear_theory
+from probsig_jax.signatures import signature_matrix
+from probsig_jax.theory import derivation as D
+from probsig_jax.theory import linear as theory
+from probsig_jax.theory.compiled import compiled_linear_theory
+from probsig_jax.theory.writeup import latex
+
+plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
+NOTEBOOK_START = time.perf_counter()
+
+# %% [markdown]
+# ## 1. The derivation (sympy)
+#
+# `derive_linear_flow()` builds every expression of the theory as a sympy object and runs the cheap
+# symbolic checks that tie them together (it raises if one fails). The JAX functions the simulator uses
+# (`probsig_jax.theory.compiled`) are `sympy.lambdify` of these very objects, and so is the write-up
+# `theory/linear_gradient_flow.md`; nothing below is retyped.
+#
+# **Model and gradient.** An input `x` with feature counts `c(x)` is embedded as `h = E c(x)` and read
+# out as logits `z = U h`. With the gradient matrix `G = E[(e_Y - softmax(z)) c(X)^T]` the loss gradients
+# and hence the (exact, nonlinear) gradient flow are:
+
+# %%
+der = D.derive_linear_flow()
+
+
+def show(lhs, expr, suffix=""):
+    """Display ``lhs = expr`` as LaTeX (``writeup.latex`` is ``sympy.latex`` with nicer auxiliary names)."""
+    display(Math(f"{lhs} = {latex(expr)}{suffix}"))
+
+
+show(r"\nabla_E L", der.loss_gradient_E)
+show(r"\nabla_U L", der.loss_gradient_U)
+show(r"G", der.gradient_matrix)
+show(r"\frac{dE}{dt}", der.flow_E)
+show(r"\frac{dU}{dt}", der.flow_U)
+
+# %% [markdown]
+# **Linearisation.** From an initialisation of scale `eps` the logits are `O(eps^2)`, so the softmax is
+# close to uniform (`u = 1/V`). To first order in the centred logits `w_j = z_j - mean(z)`:
+
+# %%
+show(r"\mathrm{softmax}(z)_j", der.softmax_first_order)
+show(r"G", der.next_order_gradient_matrix, r"\quad\text{(next order; } X = U E \Sigma_c\text{)}")
+
+# %% [markdown]
+# At leading order `G` is the **signature matrix** `M = E[(e_Y - u 1) c(X)^T]`: it depends on the data only,
+# and the flow becomes linear, `dA/dt = M^T B`, `dB/dt = M A` with `A = E^T`, `B = U`. Column `s` of `M`
+# is `f_s (Q_s - u 1)`, the frequency-weighted, centred label distribution (signature) of feature `s`.
+#
+# **Closed form.** In the SVD `M = P S Q^T` each singular value `sigma` couples one pair of mode coordinates
+# `(a, b) = (q^T A, p^T B)` through a 2x2 generator whose exponential sympy computes:
+
+# %%
+show("K", der.mode_generator)
+show(r"e^{K t}", der.mode_propagator)
+show("a(t)", der.mode_update_a)
+show("b(t)", der.mode_update_b)
+show("A(t)", der.closed_form_A)
+show("B(t)", der.closed_form_B)
+display(Markdown(r"with $C_h = \mathrm{diag}_k \cosh(\sigma_k t)$, $S_h = \mathrm{diag}_k \sinh(\sigma_k t)$."))
+
+# %% [markdown]
+# **Expected Gram and escape time.** For i.i.d. `N(0, eps^2)` initial entries the cross terms average out.
+# Per mode, the embedding's second moment and the growth amplitude of the logit map `U E` are:
+
+# %%
+sig, t_sym, a0_sym, b0_sym = der.mode_scalars
+show(r"\mathbb{E}[a(t)^2]", der.expected_mode_gram)
+show(r"\frac{\mathbb{E}[a(t)^2]}{\epsilon^2}", der.expected_mode_gram_series, r" + O(t^4)")
+show(r"\mathbb{E}[a(t)\cdot b(t)]", der.expected_product_amplitude)
+show("t^*", der.escape_time)
+t2_coefficient = sp.Poly(der.expected_mode_gram_series, t_sym).coeff_monomial(t_sym**2)
+display(Markdown(
+    rf"So $\mathbb{{E}}[E^T E] = \epsilon^2 d\,[I + Q(\cosh 2St - I)Q^T] \approx \epsilon^2 d\,(I + "
+    rf"{latex(sp.simplify(t2_coefficient / sig**2))}\,t^2 M^T M)$ early on: off-diagonal embedding similarity "
+    r"follows $M^T M$, i.e. signature similarity. The escape time $t^*$ is when the leading mode's amplitude "
+    r"reaches $\theta$ (the plateau lasts $\sim \log(1/\epsilon)/\sigma_1$)."))
+
+# %% [markdown]
+# **Checks.** `derive_linear_flow` ran the cheap checks above; `verify_linear_flow` adds the expensive ones
+# (entry-by-entry `sympy.diff` of the loss of an explicit model, the softmax series for V = 2, 3, 4, and the
+# assembled closed form substituted into the ODE). It takes about 10-15 s on a laptop CPU, once.
+
+# %%
+tic = time.perf_counter()
+checks = D.verify_linear_flow()
+cheap = set(der.checks)
+rows = ["| # | check | run by | result |", "|---|---|---|---|"]
+for i, (name, ok) in enumerate(checks.items(), start=1):
+    by = "derive_linear_flow" if name in cheap else "verify_linear_flow"
+    rows.append(f"| {i} | `{name.replace('|', '/')}` | {by} | {'passed' if ok else '**FAILED**'} |")
+display(Markdown("\n".join(rows)))
+print(f"{sum(checks.values())} of {len(checks)} checks passed in {time.perf_counter() - tic:.1f} s")
+assert all(checks.values())
+
+# %% [markdown]
+# ## 2. The task and its signature matrix
+#
+# E1's default task is the `simple` composite addition task: an input is a key `z` in 20..59 followed by one
+# anchor `a` in 1..4 meaning `+1..+4`; the label is `z + shift(a)`; vocabulary 64. Every distinct input is one
+# weighted row (the exact distribution). The width is `d = 256`, the initial scale `eps = 1e-4`, gradient
+# descent runs 6000 steps at learning rate 0.05 (flow time `t = steps x lr = 300`). These are the defaults
+# of `LinearExperimentConfig`, i.e. exactly `python -m probsig_jax.simulate linear`.
+
+# %%
+config = LinearExperimentConfig()
+task = make_composite_addition(config.data)
+M = signature_matrix(task.train)
+modes = theory.signature_modes(M)
+t_escape = theory.escape_time(M, config.init_scale, config.dim, config.escape_threshold)
+print(f"{task.train.num_samples} rows, V = {task.train.vocab_size}, keys {task.keys[0]}..{task.keys[-1]}, "
+      f"anchors {task.anchors}")
+print(f"rank of M: {len(modes.S)}; leading singular values: {np.round(np.asarray(modes.S[:6]), 4)}")
+print(f"predicted escape time t* = {t_escape:.1f} (step {t_escape / config.train.learning_rate:.0f})")
+
+# %% [markdown]
+# ## 3. Closed form vs integrated flow vs gradient descent
+#
+# `run_linear_theory` trains the linear model by full-batch gradient descent, integrates the exact gradient
+# flow with diffrax (Tsit5, rtol 1e-10) from the *same* initialisation, and evaluates the closed form of the
+# linearised flow at every recorded time (about 10 s on a laptop CPU).
+
+# %%
+tic = time.perf_counter()
+result = run_linear_theory(config, quiet=True)
+print(f"E1 ran in {time.perf_counter() - tic:.1f} s")
+m = result.metrics
+times = result.times
+display(Markdown("\n".join(
+    line for line in metrics_table(m).splitlines()
+    if not line.startswith(("| alignment_over_time", "| timings", "| singular_values"))
+    and ".k |" not in line and ".q |" not in line and ".num_tokens |" not in line)))
+
+# %% [markdown]
+# **The plateau and the escape.** The loss sits at `log V` while the weights grow exponentially but are still
+# tiny; once the leading mode's amplitude reaches `theta = 1` (the predicted escape time, dashed) the loss
+# drops. The closed form follows gradient descent through the plateau and leaves it only around the escape,
+# where the softmax stops being uniform; the exact flow follows gradient descent to the end (the
+# difference is the `O(lr)` discretisation error).
+
+# %%
+esc, early_t = m["escape_time_predicted"], times[result.early_index]
+fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+for name, loss in result.losses.items():
+    axes[0].plot(times, loss, label=name, lw=2 if name == "gradient descent" else 1.3,
+                 ls="--" if "closed" in name else "-")
+axes[0].axvline(esc, color="k", ls=":", label=f"predicted escape t*={esc:.0f}")
+axes[0].set(xlabel="flow time t = step x lr", ylabel="loss", title="loss")
+axes[0].set_ylim(min(v.min() for v in result.losses.values()) - 0.05, result.losses["gradient descent"][0] + 0.05)
+axes[0].legend(fontsize=8)
+for name, err in result.rel_err.items():
+    axes[1].semilogy(times[1:], err[1:], label=name)
+axes[1].axhline(0.02, color="gray", lw=0.8, label="2 %")
+axes[1].axvline(esc, color="k", ls=":", label="predicted escape")
+axes[1].axvline(early_t, color="tab:red", ls="--", lw=0.8, label=f"growth {config.early_growth:g}x (t={early_t:.0f})")
+axes[1].set(xlabel="flow time t", ylabel="relative error of (E, U)", title="relative error")
+axes[1].legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Singular values of the logit map `U E`.** During the plateau each singular value grows like
+# `eps^2 d sinh(2 sigma_k t)` (the expected growth amplitude derived above, evaluated by the lambdified sympy
+# expression); the leading one crosses 1 at the escape. Gradient descent (solid) and the closed form (dashed)
+# agree until then; afterwards the closed form keeps growing exponentially while training saturates.
+
+# %%
+E_gd, U_gd = result.trajectories["gd"]
+E_cf, U_cf = result.trajectories["closed_form"]
+sv_gd = np.stack([np.linalg.svd(U @ E, compute_uv=False)[:5] for E, U in zip(E_gd, U_gd)])
+sv_cf = np.stack([np.linalg.svd(U @ E, compute_uv=False)[:5] for E, U in zip(E_cf, U_cf)])
+amplitude = compiled_linear_theory()["expected_product_amplitude"]
+fig, ax = plt.subplots(figsize=(8, 4.5))
+for k in range(sv_gd.shape[1]):
+    (line,) = ax.semilogy(times, sv_gd[:, k], lw=1.6, label=f"GD, singular value {k + 1}")
+    ax.semilogy(times, sv_cf[:, k], ls="--", color=line.get_color(), lw=1)
+pred = np.asarray(amplitude(float(modes.S[0]), times, config.init_scale, config.dim))
+ax.semilogy(times, pred, color="k", ls=":", label=r"$\epsilon^2 d \sinh(2\sigma_1 t)$")
+ax.axhline(config.escape_threshold, color="gray", lw=0.8)
+ax.axvline(esc, color="k", ls=":", lw=0.8)
+ax.set(xlabel="flow time t", ylabel="singular value of U E", ylim=(1e-7, 1e3),
+       title="singular values: gradient descent (solid) vs closed form (dashed)")
+ax.legend(fontsize=8)
+plt.show()
+print(f"escape time predicted {m['escape_time_predicted']:.1f}, measured {m['escape_time_measured']:.1f}")
+
+# %%
+# The claims above, as checks (loose tolerances; the measured values are printed in the table).
+assert m["closed_form_rel_err"] < 0.02, "closed form within 2 % of gradient descent through growth 5x"
+assert m["flow_rel_err"] < 0.02, "gradient descent within 2 % of the integrated flow over the whole run"
+assert abs(m["escape_time_measured"] / m["escape_time_predicted"] - 1) < 0.05, "escape time within 5 %"
+assert m["final_loss"] < m["initial_loss"] - 0.3, "the run escapes the plateau"
+
+# %% [markdown]
+# ## 4. Key-embedding similarity vs signature similarity
+#
+# The theory's prediction that needs no training: the cosine similarity of two key embeddings follows the
+# cosine similarity of their columns of `M` (their signatures). Keys `z` and `z'` share labels iff
+# `|z - z'| <= 3`, so the signature similarity is a band. The heatmaps show it beside the key-embedding
+# similarity measured on gradient descent at three times, and the theory's own expected Gram
+# (`predicted_embedding_gram`, the `d -> infinity` limit of the closed form) at growth 2x.
+
+# %%
+keys = np.asarray(task.keys)
+V = task.train.vocab_size
+i2, i5 = result.alignment_index, result.early_index
+growth = result.growth
+S_sig = result.signature_sim
+
+
+def expected_similarity(t):
+    """Key similarity of the theory's expected embedding Gram at flow time t."""
+    with numerics("float64"):
+        gram = np.asarray(theory.predicted_embedding_gram(M, float(t), config.init_scale, config.dim, modes=modes))
+    return similarity_from_gram(gram, keys, V, config.positional)
+
+
+panels = {
+    f"signature ({config.signature_similarity})": S_sig,
+    f"theory: expected Gram, t={times[i2]:.0f}": expected_similarity(times[i2]),
+    f"GD, t={times[i2]:.0f} (growth {growth[i2]:.1f}x)": embedding_similarity(E_gd[i2], keys, V, False),
+    f"GD, t={times[i5]:.0f} (growth {growth[i5]:.1f}x)": embedding_similarity(E_gd[i5], keys, V, False),
+    f"GD, t={times[-1]:.0f} (final)": embedding_similarity(E_gd[-1], keys, V, False),
+}
+fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.9))
+ticks = np.arange(0, len(keys), 5)
+for ax, (title, S) in zip(axes, panels.items()):
+    im = ax.imshow(S, cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks(ticks, keys[ticks], fontsize=7)
+    ax.set_yticks(ticks, keys[ticks], fontsize=7)
+    ax.grid(False)
+fig.colorbar(im, ax=axes, shrink=0.8, label="cosine similarity")
+plt.show()
+
+# %%
+S_emb2 = panels[f"GD, t={times[i2]:.0f} (growth {growth[i2]:.1f}x)"]
+fig, ax = plt.subplots(figsize=(5.5, 4.5))
+ax.scatter(offdiagonal(S_sig), offdiagonal(S_emb2), s=6, alpha=0.5)
+ax.set(xlabel="signature similarity (cosine of M columns)",
+       ylabel=f"key-embedding similarity, growth {growth[i2]:.1f}x",
+       title="all key pairs (off-diagonal)")
+a = m["alignment"]
+ax.text(0.03, 0.97, "\n".join(f"{k}: {a[k]:.3f}" for k in ("pearson", "spearman", "topk_overlap",
+                                                              "strong_pair_precision")),
+        transform=ax.transAxes, va="top", fontsize=9, family="monospace")
+plt.show()
+
+# %% [markdown]
+# **Why alignment is reported at growth 2x.** The expected Gram is `eps^2 d (I + 2 t^2 M^T M + O(t^4))`:
+# off-diagonal embedding similarity follows signature similarity only while the quadratic term dominates. Later
+# each mode grows like `cosh(2 sigma_k t)`, the leading (smooth, low-frequency) modes take over and the
+# similarity becomes a *smoothed* version of the signature band: the band widens (visible above at growth 5x
+# and at the end). The theory predicts this itself: the curve "theory: expected Gram vs signature" below
+# is computed from the data alone and decays the same way as the measured alignment. So `metrics["alignment"]`
+# is taken at growth `alignment_growth = 2`, the closed-form accuracy window ends at `early_growth = 5`, and the
+# whole curve is reported too.
+#
+# Spearman is low because most key pairs have zero signature overlap and their ranks are set by the finite-`d`
+# noise of the initialisation (`~1/sqrt(d)`); Pearson, top-k neighbour overlap and strong-pair precision are the
+# informative metrics. The gap between the measured Pearson and the theory's ceiling is that same
+# finite-`d` noise (it grows as `d` shrinks).
+
+# %%
+aot = m["alignment_over_time"]
+t_aot = np.asarray(aot["time"])
+theory_curve = [pearson(offdiagonal(expected_similarity(t)), offdiagonal(S_sig)) if t > 0 else np.nan for t in t_aot]
+fig, ax = plt.subplots(figsize=(9, 4.5))
+for name in ("pearson", "spearman", "topk_overlap", "strong_pair_precision"):
+    ax.plot(t_aot, aot[name], label=f"GD: {name}")
+ax.plot(t_aot, theory_curve, "k--", label="theory: expected Gram vs signature (Pearson)")
+for t_mark, label, color in ((times[i2], "growth 2x", "tab:green"), (times[i5], "growth 5x", "tab:red"),
+                             (esc, "predicted escape", "k")):
+    ax.axvline(t_mark, color=color, ls=":", label=f"{label} (t={t_mark:.0f})")
+ax.set(xlabel="flow time t", ylabel="alignment with signature similarity", ylim=(-0.1, 1.02),
+       title="alignment of key-embedding similarity with signature similarity over training")
+ax.legend(fontsize=8, loc="lower right")
+plt.show()
+print(f"Pearson at growth {growth[i2]:.1f}x: measured {m['alignment']['pearson']:.3f}, "
+      f"theory ceiling {m['alignment_theory_vs_signature']['pearson']:.3f}; "
+      f"at growth {growth[i5]:.1f}x: measured {m['alignment_early_phase_end']['pearson']:.3f}; "
+      f"final: {m['alignment_final']['pearson']:.3f}")
+assert m["alignment"]["pearson"] > m["alignment_final"]["pearson"]
+assert m["alignment_theory_vs_signature"]["pearson"] > 0.9
+
+# %% [markdown]
+# ## Summary
+#
+# * The sympy derivation gives the closed form of the linearised flow in the SVD basis of the signature matrix,
+#   and every derived identity is checked symbolically.
+# * Through the plateau the closed form tracks gradient descent (relative error well under 2 %), the exact flow
+#   tracks it through the escape, and the escape time `asinh(theta / (eps^2 d)) / (2 sigma_1)` is accurate to a
+#   few percent.
+# * Early on, key-embedding similarity follows signature similarity (the data's conditional label
+#   distributions); the agreement is best at small growth and degrades, as the theory itself predicts, once
+#   the leading modes dominate.
+#
+# Next: `02_signatures_and_interventions` edits the data distribution and predicts the change of the
+# embedding geometry before training.
+
+# %%
+print(f"notebook ran in {time.perf_counter() - NOTEBOOK_START:.1f} s")
