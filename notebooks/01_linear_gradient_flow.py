@@ -29,6 +29,7 @@
 
 # %%
 import time
+import warnings
 
 import jax
 import matplotlib.pyplot as plt
@@ -37,6 +38,7 @@ import sympy as sp
 from IPython.display import Markdown, Math, display
 
 jax.config.update("jax_enable_x64", True)   # theory vs training is compared in float64
+warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm without ipywidgets; progress is off anyway
 
 from probsig_jax.analysis import offdiagonal, pearson
 from probsig_jax.data import make_composite_addition
@@ -50,6 +52,8 @@ from probsig_jax.theory import linear as theory
 from probsig_jax.theory.compiled import compiled_linear_theory
 from probsig_jax.theory.writeup import latex
 
+# probsig_jax.plots (imported by the experiments) switches matplotlib to Agg; draw inline again:
+# %matplotlib inline
 plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
 NOTEBOOK_START = time.perf_counter()
 

@@ -5,6 +5,7 @@ Subcommands (``linear`` is the default when none is given)::
     python -m probsig_jax.simulate                      # E1 on the embedded default task
     python -m probsig_jax.simulate linear --dim 64 --preset anchor4 --out runs/e1
     python -m probsig_jax.simulate intervene --edit anchor_weights=4,1,1,1 --edit label_noise=0.1
+    python -m probsig_jax.simulate ffn --init-scale 1e-3,1e-1,1   # E3 and the init-scale sweep
 
 Every field of the experiment, data and training configs is an option
 (``--help`` lists them with their defaults). A run directory receives

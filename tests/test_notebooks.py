@@ -50,7 +50,6 @@ def test_notebook_sources_exist():
 
 
 def test_no_orphaned_or_missing_notebooks():
-    assert sync.problems(NOTEBOOK_DIR) == [] or all("out of sync" in p for p in sync.problems(NOTEBOOK_DIR))
     orphans = [p.name for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb") if not p.with_suffix(".py").exists()]
     missing = [s.name for s in SOURCES if not sync.paired_notebook(s).exists()]
     assert not orphans, f"notebooks without a jupytext source: {orphans}"
