@@ -76,3 +76,16 @@ def require_shape(array: Any, shape: tuple, field: str) -> None:
     if not ok:
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ConfigError(field, f"must have shape {want}, got {actual}")
+
+
+def require_float_dtype(dtype: Any, field: str = "dtype", allowed: tuple[str, ...] = ("float32", "float64")):
+    """Check that ``dtype`` names one of the ``allowed`` floating dtypes and return it as a ``jnp.dtype``."""
+    import jax.numpy as jnp
+
+    try:
+        resolved = jnp.dtype(dtype) if dtype is not None else None
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved.name not in allowed:
+        raise ConfigError(field, f"must be one of {', '.join(allowed)}, got {dtype!r}")
+    return resolved

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from probsig_jax.validation import ConfigError, require, require_float, require_int
+from probsig_jax.validation import require, require_float, require_float_dtype, require_int
 
 ACTIVATIONS = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "tanh": jnp.tanh}
 Combine = Literal["sum", "concat"]
@@ -56,12 +56,7 @@ class FeedForwardModel(nnx.Module):
         require(activation in ACTIVATIONS, "activation", f"must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         require(combine in ("sum", "concat"), "combine", f"must be 'sum' or 'concat', got {combine!r}")
         require_float(init_scale, "init_scale", minimum=0.0, strict_minimum=True)
-        try:
-            dtype = jnp.dtype(dtype)
-        except TypeError:
-            raise ConfigError("dtype", f"must be a floating-point dtype (float32 or float64), got {dtype!r}") from None
-        require(jnp.issubdtype(dtype, jnp.floating), "dtype",
-                f"must be a floating-point dtype (float32 or float64), got {dtype}")
+        dtype = require_float_dtype(dtype)
         self.vocab_size, self.seq_len, self.combine, self.activation = vocab_size, seq_len, combine, activation
 
         def normal(shape, fan_in):

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from probsig_jax.validation import require, require_float, require_int
+from probsig_jax.validation import require, require_float, require_float_dtype, require_int
 
 
 def feature_index(inputs_NxL: jax.Array, vocab_size: int, positional: bool) -> jax.Array:
@@ -40,8 +40,7 @@ class LinearEmbeddingModel(nnx.Module):
         require_int(dim, "dim", minimum=1)
         require_int(seq_len, "seq_len", minimum=1)
         require_float(init_scale, "init_scale", minimum=0.0, strict_minimum=True)
-        require(jnp.issubdtype(jnp.dtype(dtype), jnp.floating), "dtype",
-                f"must be a floating-point dtype (float32 or float64), got {jnp.dtype(dtype)}")
+        dtype = require_float_dtype(dtype)
         self.vocab_size = vocab_size
         self.positional = positional
         num_features = vocab_size * seq_len if positional else vocab_size
