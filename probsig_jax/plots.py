@@ -9,8 +9,8 @@ Every function
   so a reader never sees a half-written file,
 * returns ``path`` as a :class:`pathlib.Path`.
 
-The non-interactive ``Agg`` backend is selected at import unless the user already
-chose a backend (``matplotlib.use(..., force=False)``).
+The non-interactive ``Agg`` backend is selected at import only when nothing has chosen a
+backend yet (no ``MPLBACKEND``, pyplot not imported), so notebooks keep their inline backend.
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import sys
+
 import matplotlib
 
-matplotlib.use("Agg", force=False)
+if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402

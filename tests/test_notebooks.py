@@ -17,19 +17,27 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
-from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
+SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))   # the same pattern as sync.SOURCE_GLOB (checked below)
 CELL_TIMEOUT_S = 600
+
+try:   # the notebook tools come with the test extra; without them only these tests fail, with a clear message
+    import nbformat
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+    _IMPORT_ERROR = None
+except ImportError as exc:   # pragma: no cover - depends on the environment
+    _IMPORT_ERROR = exc
 
 
 def _load_sync():
     """Import ``notebooks/sync.py`` (not a package) without writing ``__pycache__`` into the repository."""
+    if _IMPORT_ERROR is not None:
+        pytest.fail(f"notebook tools missing ({_IMPORT_ERROR}); install them with: pip install '.[test]'")
     spec = importlib.util.spec_from_file_location("probsig_notebook_sync", NOTEBOOK_DIR / "sync.py")
     module = importlib.util.module_from_spec(spec)
     previous, sys.dont_write_bytecode = sys.dont_write_bytecode, True
@@ -40,16 +48,18 @@ def _load_sync():
     return module
 
 
-sync = _load_sync()
-SOURCES = sync.notebook_sources(NOTEBOOK_DIR)
+@pytest.fixture(scope="module")
+def sync():
+    return _load_sync()
 
 
-def test_notebook_sources_exist():
+def test_notebook_sources_exist(sync):
+    assert SOURCES == sync.notebook_sources(NOTEBOOK_DIR)
     names = {s.stem for s in SOURCES}
     assert {"01_linear_gradient_flow", "02_signatures_and_interventions"} <= names, names
 
 
-def test_no_orphaned_or_missing_notebooks():
+def test_no_orphaned_or_missing_notebooks(sync):
     orphans = [p.name for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb") if not p.with_suffix(".py").exists()]
     missing = [s.name for s in SOURCES if not sync.paired_notebook(s).exists()]
     assert not orphans, f"notebooks without a jupytext source: {orphans}"
@@ -57,12 +67,13 @@ def test_no_orphaned_or_missing_notebooks():
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=[s.stem for s in SOURCES])
-def test_notebook_in_sync_with_source(source: Path):
+def test_notebook_in_sync_with_source(source: Path, sync):
     target = sync.paired_notebook(source)
     committed = target.read_text(encoding="utf-8")
     generated = sync.expected_text(source)
-    assert committed == generated, (f"{target.name} is out of sync with {source.name}; "
-                                    "regenerate with: python notebooks/sync.py")
+    if committed != generated:
+        detail = "\n".join(p for p in sync.problems(NOTEBOOK_DIR) if p.startswith(target.name))
+        pytest.fail(f"{detail}\nregenerate with: python notebooks/sync.py")
     nb = nbformat.reads(committed, as_version=4)
     converted = sync.build_notebook(source)
     assert [(c.cell_type, c.source) for c in nb.cells] == [(c.cell_type, c.source) for c in converted.cells]
@@ -71,7 +82,7 @@ def test_notebook_in_sync_with_source(source: Path):
             assert cell.outputs == [] and cell.execution_count is None, f"{target.name} has committed outputs"
 
 
-def test_sync_is_deterministic(tmp_path: Path):
+def test_sync_is_deterministic(tmp_path: Path, sync):
     for source in SOURCES:
         assert sync.expected_text(source) == sync.expected_text(source)
     # A fresh folder: missing .ipynb is reported, generated, then clean.
@@ -106,7 +117,7 @@ def _kernel_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=[s.stem for s in SOURCES])
-def test_notebook_executes(source: Path, tmp_path: Path, monkeypatch, record_property):
+def test_notebook_executes(source: Path, tmp_path: Path, monkeypatch, record_property, sync):
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))   # connection files
     nb = nbformat.read(sync.paired_notebook(source), as_version=4)
     # An extra last cell records where probsig_jax was imported from.

@@ -24,7 +24,7 @@ import numpy as np
 from probsig_jax import plots
 from probsig_jax.analysis import alignment_metrics, offdiagonal, pearson, spearman
 from probsig_jax.cli_options import parse_assignment
-from probsig_jax.data import make_composite_addition
+from probsig_jax.data import CompositeAdditionConfig, make_composite_addition
 from probsig_jax.experiments.common import LinearExperimentConfig, embedding_similarity, similarity_from_gram
 from probsig_jax.experiments.linear import LinearTheoryResult, run_linear_theory
 from probsig_jax.signatures import signature_matrix
@@ -42,11 +42,15 @@ class InterventionConfig:
     edits: tuple[str, ...] = DEFAULT_EDITS
     """``FIELD=VALUE`` assignments to the composite addition config, e.g. ``anchor_weights=4,1,1,1``,
     ``label_noise=0.3``, ``held_out=4``, ``relabel=3=-6``."""
+    edited_data: CompositeAdditionConfig | None = None
+    """The edited data config itself (from Python, e.g. ``base.data.replace(...)``); the ``edits`` are
+    applied on top of it."""
 
     def edited_config(self) -> LinearExperimentConfig:
         """The base config with the edits applied to its data config (validated)."""
-        require(len(self.edits) > 0, "edit", "give at least one FIELD=VALUE edit of the data config")
-        data = self.base.data
+        require(len(self.edits) > 0 or self.edited_data is not None, "edit",
+                "give at least one FIELD=VALUE edit of the data config (or edited_data)")
+        data = self.edited_data if self.edited_data is not None else self.base.data
         for text in self.edits:
             data = parse_assignment(data, text, option="edit")
         if data == self.base.data:
