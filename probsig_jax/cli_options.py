@@ -28,7 +28,7 @@ def _attribute_docs(cls) -> dict[str, str]:
     if "Attributes:" not in [line.strip() for line in lines]:
         return docs
     start = [line.strip() for line in lines].index("Attributes:") + 1
-    current = None
+    current, indent = None, 0
     for line in lines[start:]:
         if not line.strip():
             break

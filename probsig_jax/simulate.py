@@ -22,7 +22,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from probsig_jax.cli_options import add_dataclass_options, apply_options
 from probsig_jax.data import PRESETS, CompositeAdditionConfig

@@ -138,6 +138,26 @@ def trained_keys(task) -> np.ndarray:
     return keys[seen[keys]]
 
 
+def task_and_key_signatures(data_config: CompositeAdditionConfig, similarity: str, positional: bool):
+    """Generate the task and its signatures: ``(task, keys, M (V, F), S_sig (n, n))``.
+
+    ``keys`` are the trained key tokens (the alignment token set). With positional features a
+    token's signature stacks its per-position columns of M and ``S_sig`` is their cosine.
+    """
+    from probsig_jax.data import make_composite_addition
+    from probsig_jax.signatures import signature_matrix, similarity_by_name
+
+    task = make_composite_addition(data_config)
+    data = task.train
+    keys = check_token_set(trained_keys(task), data.vocab_size)
+    M = signature_matrix(data, positional)
+    if positional:
+        S_sig = cosine_similarity_matrix(signature_vectors(M, keys, data.vocab_size, True))
+    else:
+        S_sig = similarity_by_name(similarity, data, False)[np.ix_(keys, keys)]
+    return task, keys, M, S_sig
+
+
 def check_token_set(tokens, vocab_size: int) -> np.ndarray:
     tokens = np.asarray(tokens)
     if len(tokens) < 3:

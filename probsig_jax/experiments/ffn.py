@@ -10,7 +10,6 @@ with several ``init_scale`` values it runs the initialisation-scale sweep.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +22,12 @@ from flax import nnx
 
 from probsig_jax import plots
 from probsig_jax.analysis import alignment_metrics, offdiagonal, pca_projection
-from probsig_jax.data import PRESETS, CompositeAdditionConfig, Dataset, TaskData, make_composite_addition
+from probsig_jax.data import PRESETS, CompositeAdditionConfig, Dataset, TaskData
 from probsig_jax.experiments.common import (
-    alignment_over_time, check_token_set, embedding_similarity, numerics, trained_keys,
+    alignment_over_time, embedding_similarity, numerics, task_and_key_signatures,
 )
 from probsig_jax.models.ffn import ACTIVATIONS, FeedForwardModel
 from probsig_jax.models.linear import LinearEmbeddingModel
-from probsig_jax.signatures import similarity_by_name
 from probsig_jax.train import TrainConfig, train
 from probsig_jax.validation import require, require_float, require_int
 
@@ -154,10 +152,8 @@ def run_ffn(config: FFNExperimentConfig, *, quiet: bool = False) -> FFNResult:
     timings: dict[str, float] = {}
     with numerics(config.dtype) as dtype:
         tic = time.perf_counter()
-        task = make_composite_addition(config.data)
+        task, keys, _, S_sig = task_and_key_signatures(config.data, config.signature_similarity, False)
         data = task.train
-        keys = check_token_set(trained_keys(task), data.vocab_size)
-        S_sig = similarity_by_name(config.signature_similarity, data, False)[np.ix_(keys, keys)]
         timings["data_and_signatures_s"] = time.perf_counter() - tic
         runs = []
         for scale in config.init_scale:

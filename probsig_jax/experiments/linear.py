@@ -15,14 +15,13 @@ import numpy as np
 from flax import nnx
 
 from probsig_jax import plots
-from probsig_jax.analysis import alignment_metrics, cosine_similarity_matrix, offdiagonal, pca_projection
-from probsig_jax.data import TaskData, make_composite_addition
+from probsig_jax.analysis import alignment_metrics, offdiagonal, pca_projection
+from probsig_jax.data import TaskData
 from probsig_jax.experiments.common import (
-    LinearExperimentConfig, alignment_over_time, check_token_set, embedding_similarity, joint_relative_error,
-    numerics, signature_vectors, similarity_from_gram, token_vectors, trained_keys,
+    LinearExperimentConfig, alignment_over_time, embedding_similarity, joint_relative_error,
+    numerics, similarity_from_gram, task_and_key_signatures, token_vectors,
 )
 from probsig_jax.models.linear import LinearEmbeddingModel
-from probsig_jax.signatures import signature_matrix, similarity_by_name
 from probsig_jax.theory import linear as theory
 from probsig_jax.train import train
 
@@ -52,15 +51,8 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False) ->
     timings: dict[str, float] = {}
     with numerics(config.dtype) as dtype:
         tic = time.perf_counter()
-        task = make_composite_addition(config.data)
+        task, keys, M, S_sig = task_and_key_signatures(config.data, config.signature_similarity, config.positional)
         data = task.train
-        keys = check_token_set(trained_keys(task), data.vocab_size)
-        M = signature_matrix(data, config.positional)
-        S_sig_all = similarity_by_name(config.signature_similarity, data, config.positional)
-        if config.positional:
-            S_sig = cosine_similarity_matrix(signature_vectors(M, keys, data.vocab_size, True))
-        else:
-            S_sig = S_sig_all[np.ix_(keys, keys)]
         timings["data_and_signatures_s"] = time.perf_counter() - tic
 
         model = LinearEmbeddingModel(data.vocab_size, config.dim, seq_len=data.seq_len, positional=config.positional,

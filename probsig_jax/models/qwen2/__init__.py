@@ -1,0 +1,17 @@
+"""Qwen2 / Qwen2.5 port (PAPER section 6): config, Flax NNX model, HF safetensors checkpoints.
+
+```python
+from probsig_jax.models.qwen2 import PRESETS, Qwen2LM, load_pretrained, num_parameters
+from flax import nnx
+model = Qwen2LM(PRESETS["tiny"], rngs=nnx.Rngs(0))
+logits_NxTxV = model(input_ids_NxT)
+config, model = load_pretrained("path/to/Qwen2.5-0.5B")   # a local HF directory, no torch needed
+```
+"""
+
+from probsig_jax.models.qwen2.checkpoint import load_pretrained, save_pretrained
+from probsig_jax.models.qwen2.config import PRESETS, Qwen2Config
+from probsig_jax.models.qwen2.model import Qwen2LM, abstract_model, next_token_loss, num_parameters
+
+__all__ = ["PRESETS", "Qwen2Config", "Qwen2LM", "abstract_model", "load_pretrained", "next_token_loss",
+           "num_parameters", "save_pretrained"]

@@ -1,0 +1,233 @@
+"""``Qwen2Config``: the fields of a Hugging Face Qwen2 ``config.json`` that define the network.
+
+Read a released config with :meth:`Qwen2Config.from_hf` (a checkpoint directory, a json file or a
+dict) and write one with :meth:`Qwen2Config.to_hf_dict`. Unknown harmless keys (``_name_or_path``,
+``pad_token_id``, ``architectures``, ...) are ignored with a debug log; options this port does not
+implement (sliding-window attention, scaled RoPE, other activations) are refused with a
+:class:`~probsig_jax.validation.ConfigError` naming the field.
+
+Presets (``PRESETS``): the published Qwen2.5 base shapes ``qwen2.5-0.5b`` and ``qwen2.5-1.5b``
+(tied embeddings, as released), and two CPU-sized ones, ``tiny`` and ``small``, that are *untied*
+so that input embeddings and unembeddings can be compared with different signatures (PAPER section 7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from probsig_jax.validation import ConfigError, require, require_float, require_int
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("float32", "bfloat16")
+ATTENTION_IMPLS = ("xla", "reference")
+
+# HF keys that do not change the network (or that we check separately below); ignored quietly.
+_IGNORED_HF_KEYS = {
+    "_name_or_path", "architectures", "model_type", "transformers_version", "torch_dtype", "dtype",
+    "pad_token_id", "bos_token_id", "eos_token_id", "use_cache", "attention_dropout", "initializer_range",
+    "hidden_act", "rope_scaling", "rope_parameters", "layer_types", "use_mrope", "head_dim",
+}
+# Our own numerics options; HF's "dtype" key is the storage dtype and must not set the compute dtype.
+_NOT_FROM_HF = {"param_dtype", "dtype", "attention_impl"}
+
+
+@dataclass(frozen=True)
+class Qwen2Config:
+    """Shape and numerics of a Qwen2 / Qwen2.5 decoder.
+
+    ``head_dim`` defaults to ``hidden_size // num_attention_heads`` (released configs omit it).
+    ``attention_bias`` is the bias of q/k/v (Qwen2 always has it; o_proj and the MLP never do).
+    ``sliding_window`` / ``max_window_layers`` are carried for round trips only: released configs set
+    them with ``use_sliding_window = false``; ``use_sliding_window = true`` is not implemented.
+    ``param_dtype`` is the storage dtype of the weights, ``dtype`` the compute dtype (RMSNorm statistics,
+    softmax and the returned logits are float32 regardless). ``initializer_range`` is the std of the
+    normal initialisation of every weight matrix (HF's convention; make it small for the small-init regime).
+    """
+
+    vocab_size: int = 512
+    hidden_size: int = 64
+    intermediate_size: int = 176
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int | None = None
+    max_position_embeddings: int = 2048
+    rope_theta: float = 1_000_000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = False
+    attention_bias: bool = True
+    use_sliding_window: bool = False
+    sliding_window: int | None = None
+    max_window_layers: int | None = None
+    initializer_range: float = 0.02
+    param_dtype: str = "float32"
+    dtype: str = "float32"
+    attention_impl: str = "xla"
+
+    def __post_init__(self):
+        if self.head_dim is None and isinstance(self.hidden_size, int) and isinstance(self.num_attention_heads, int) \
+                and self.num_attention_heads > 0 and self.hidden_size % self.num_attention_heads == 0:
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
+        self.validate()
+
+    def validate(self) -> "Qwen2Config":
+        """Raise :class:`ConfigError` naming the first bad field; return ``self`` when all are fine."""
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
+            require_int(getattr(self, name), name, minimum=1)
+        require(self.hidden_size % self.num_attention_heads == 0 or self.head_dim is not None, "num_attention_heads",
+                f"must divide hidden_size={self.hidden_size} (or set head_dim), got {self.num_attention_heads}")
+        require_int(self.head_dim, "head_dim", minimum=2)
+        require(self.head_dim % 2 == 0, "head_dim", f"must be even (rotary embeddings rotate pairs), got {self.head_dim}")
+        require(self.num_attention_heads % self.num_key_value_heads == 0, "num_key_value_heads",
+                f"must divide num_attention_heads={self.num_attention_heads}, got {self.num_key_value_heads}")
+        require_float(self.rope_theta, "rope_theta", minimum=0.0, strict_minimum=True)
+        require_float(self.rms_norm_eps, "rms_norm_eps", minimum=0.0, strict_minimum=True)
+        require_float(self.initializer_range, "initializer_range", minimum=0.0)
+        for name in ("tie_word_embeddings", "attention_bias", "use_sliding_window"):
+            require(isinstance(getattr(self, name), bool), name, f"must be true or false, got {getattr(self, name)!r}")
+        require(not self.use_sliding_window, "use_sliding_window",
+                "sliding-window attention is not implemented; must be false (a sliding_window value alone is fine)")
+        if self.sliding_window is not None:
+            require_int(self.sliding_window, "sliding_window", minimum=1)
+        if self.max_window_layers is not None:
+            require_int(self.max_window_layers, "max_window_layers", minimum=0)
+        for name in ("param_dtype", "dtype"):
+            require(getattr(self, name) in DTYPES, name, f"must be one of {', '.join(DTYPES)}, got {getattr(self, name)!r}")
+        require(self.attention_impl in ATTENTION_IMPLS, "attention_impl",
+                f"must be one of {', '.join(ATTENTION_IMPLS)}, got {self.attention_impl!r}")
+        return self
+
+    def replace(self, **changes: Any) -> "Qwen2Config":
+        """A copy with ``changes`` applied (``head_dim`` is re-derived unless given)."""
+        if "head_dim" not in changes and ("hidden_size" in changes or "num_attention_heads" in changes):
+            changes["head_dim"] = None
+        return dataclasses.replace(self, **changes)
+
+    # --- Hugging Face config.json -------------------------------------------------------------------
+
+    @classmethod
+    def from_hf(cls, source: str | os.PathLike | Mapping[str, Any], **overrides: Any) -> "Qwen2Config":
+        """Read a HF Qwen2 config: a checkpoint directory (its ``config.json``), a json file, or a dict.
+
+        ``overrides`` (e.g. ``param_dtype="bfloat16"``) are applied on top; ``torch_dtype`` in the file
+        is *not* used for ``param_dtype`` (we default to float32 for analysis).
+        """
+        if isinstance(source, Mapping):
+            hf = dict(source)
+        else:
+            path = os.fspath(source)
+            if os.path.isdir(path):
+                path = os.path.join(path, "config.json")
+            require(os.path.isfile(path), "config", f"no such file: {path}")
+            try:
+                with open(path, encoding="utf-8") as f:
+                    hf = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ConfigError("config", f"{path} is not valid json: {e}") from None
+            require(isinstance(hf, dict), "config", f"{path} must hold a json object")
+        model_type = hf.get("model_type", "qwen2")
+        require(model_type == "qwen2", "model_type", f"must be 'qwen2', got {model_type!r}")
+        hidden_act = hf.get("hidden_act", "silu")
+        require(hidden_act == "silu", "hidden_act", f"only 'silu' (SwiGLU) is implemented, got {hidden_act!r}")
+
+        # RoPE: legacy top-level rope_theta (+ rope_scaling), or transformers>=5 rope_parameters.
+        rope_theta = hf.get("rope_theta")
+        for key in ("rope_parameters", "rope_scaling"):
+            rope = hf.get(key)
+            if rope is None:
+                continue
+            require(isinstance(rope, Mapping), key, f"must be a json object or null, got {rope!r}")
+            rope_type = rope.get("rope_type", rope.get("type", "default"))
+            require(rope_type == "default", key, f"only rope_type 'default' is implemented, got {rope_type!r}")
+            if rope_theta is None and "rope_theta" in rope:
+                rope_theta = rope["rope_theta"]
+        layer_types = hf.get("layer_types")
+        if layer_types is not None:
+            bad = sorted({t for t in layer_types if t != "full_attention"})
+            require(not bad, "layer_types", f"only 'full_attention' layers are implemented, got {bad}")
+
+        fields = {f.name for f in dataclasses.fields(cls)} - _NOT_FROM_HF
+        kwargs = {k: v for k, v in hf.items() if k in fields}
+        if rope_theta is not None:
+            kwargs["rope_theta"] = float(rope_theta)
+        if kwargs.get("num_key_value_heads") is None and "num_attention_heads" in kwargs:
+            kwargs["num_key_value_heads"] = kwargs["num_attention_heads"]  # HF: None means MHA
+        if "sliding_window" in kwargs and not kwargs.get("use_sliding_window", False) and kwargs["sliding_window"] is not None:
+            kwargs["sliding_window"] = int(kwargs["sliding_window"])
+        unknown = sorted(k for k in hf if k not in fields and k not in _IGNORED_HF_KEYS)
+        ignored = sorted(k for k in hf if k in _IGNORED_HF_KEYS and k not in fields)
+        if unknown or ignored:
+            log.debug("Qwen2Config.from_hf: ignoring keys %s", unknown + ignored)
+        missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads") if k not in kwargs]
+        require(not missing, "config", f"missing required keys {missing}")
+        kwargs.setdefault("max_position_embeddings", 32768)
+        kwargs.update(overrides)
+        try:
+            return cls(**kwargs)
+        except TypeError as e:  # a field of the wrong kind that __post_init__ could not handle
+            raise ConfigError("config", str(e)) from None
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """A ``config.json`` dict that ``transformers`` loads as ``Qwen2ForCausalLM``.
+
+        ``attention_bias = false`` is written for our loader; HF ignores it (its q/k/v always have a bias),
+        which is why :func:`~probsig_jax.models.qwen2.checkpoint.save_pretrained` then writes zero biases.
+        """
+        hf: dict[str, Any] = {
+            "architectures": ["Qwen2ForCausalLM"],
+            "model_type": "qwen2",
+            "hidden_act": "silu",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "max_position_embeddings": self.max_position_embeddings,
+            "rope_theta": self.rope_theta,
+            "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
+            "rms_norm_eps": self.rms_norm_eps,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "use_sliding_window": False,
+            "sliding_window": self.sliding_window,
+            "initializer_range": self.initializer_range,
+            "attention_dropout": 0.0,
+            "torch_dtype": self.param_dtype,
+        }
+        if self.max_window_layers is not None:
+            hf["max_window_layers"] = self.max_window_layers
+        if not self.attention_bias:
+            hf["attention_bias"] = False
+        return hf
+
+
+PRESETS: dict[str, Qwen2Config] = {
+    # Qwen/Qwen2.5-0.5B config.json (494,032,768 parameters, tied).
+    "qwen2.5-0.5b": Qwen2Config(
+        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+        num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+        rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        sliding_window=32768, max_window_layers=24),
+    # Qwen/Qwen2.5-1.5B config.json (1,543,714,304 parameters, tied; the base model ships 131072 positions).
+    "qwen2.5-1.5b": Qwen2Config(
+        vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+        num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=131072,
+        rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        sliding_window=131072, max_window_layers=28),
+    # CPU-sized, untied (signature analysis compares input embeddings and unembeddings separately).
+    "tiny": Qwen2Config(
+        vocab_size=512, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048),
+    "small": Qwen2Config(
+        vocab_size=4096, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
+        num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=2048),
+}

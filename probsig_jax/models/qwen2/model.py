@@ -1,0 +1,221 @@
+"""The Qwen2 / Qwen2.5 decoder (PAPER section 6) as a Flax NNX module, numerically equal to HF ``Qwen2ForCausalLM``.
+
+Parameter tree (the names checkpoint.py maps to HF and sharding rules can match on)::
+
+    embed_tokens/embedding                       (V, H)
+    layers/{i}/input_layernorm/scale             (H,)
+    layers/{i}/self_attn/{q,k,v}_proj/kernel     (H, heads * D), (H, kv * D)   + bias (q/k/v only)
+    layers/{i}/self_attn/o_proj/kernel           (heads * D, H)                no bias
+    layers/{i}/post_attention_layernorm/scale    (H,)
+    layers/{i}/mlp/{gate,up}_proj/kernel         (H, I)                        no bias
+    layers/{i}/mlp/down_proj/kernel              (I, H)
+    norm/scale                                   (H,)
+    lm_head/kernel                               (H, V)   only when embeddings are untied
+
+Shape letters: N batch, T sequence, H hidden, D head dim, Q query heads, K key/value heads, V vocabulary.
+Numerics follow HF: RMSNorm statistics in float32 then cast back, rotary embeddings with the
+``rotate_half`` convention and float32 angles, softmax in float32, logits returned in float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from probsig_jax.models.qwen2.config import ATTENTION_IMPLS, Qwen2Config
+from probsig_jax.validation import require
+
+
+class RMSNorm(nnx.Module):
+    """``scale * x / sqrt(mean(x^2) + eps)`` with the statistics in float32 (as HF ``Qwen2RMSNorm``)."""
+
+    def __init__(self, dim: int, eps: float, param_dtype):
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+
+    def __call__(self, x_NxTxH: jax.Array) -> jax.Array:
+        x32 = x_NxTxH.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+        return self.scale[...].astype(x_NxTxH.dtype) * x32.astype(x_NxTxH.dtype)
+
+
+def rotary_cos_sin(positions_NxT: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """(N, T, D) cos and sin of the rotary angles, in float32 (HF default RoPE)."""
+    inv_freq_D2 = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles_NxTxD2 = positions_NxT.astype(jnp.float32)[..., None] * inv_freq_D2
+    angles_NxTxD = jnp.concatenate([angles_NxTxD2, angles_NxTxD2], axis=-1)
+    return jnp.cos(angles_NxTxD), jnp.sin(angles_NxTxD)
+
+
+def apply_rotary(x_NxTxHxD: jax.Array, cos_NxTxD: jax.Array, sin_NxTxD: jax.Array) -> jax.Array:
+    """``x cos + rotate_half(x) sin`` with ``rotate_half(x) = (-x2, x1)`` (HF convention)."""
+    x1, x2 = jnp.split(x_NxTxHxD, 2, axis=-1)
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    cos = cos_NxTxD[:, :, None, :].astype(x_NxTxHxD.dtype)
+    sin = sin_NxTxD[:, :, None, :].astype(x_NxTxHxD.dtype)
+    return x_NxTxHxD * cos + rotated * sin
+
+
+def reference_attention(q_NxTxQxD, k_NxSxKxD, v_NxSxKxD, mask_Nx1xTxS, scale: float) -> jax.Array:
+    """Plain einsum grouped-query attention (the readable reference for ``jax.nn.dot_product_attention``)."""
+    N, T, Q, D = q_NxTxQxD.shape
+    K = k_NxSxKxD.shape[2]
+    q_NxTxKxGxD = q_NxTxQxD.reshape(N, T, K, Q // K, D)  # query head h uses kv head h // (Q // K), as HF repeat_kv
+    scores_NxKxGxTxS = jnp.einsum("ntkgd,nskd->nkgts", q_NxTxKxGxD, k_NxSxKxD).astype(jnp.float32) * scale
+    scores_NxKxGxTxS = jnp.where(mask_Nx1xTxS[:, :, None], scores_NxKxGxTxS, jnp.finfo(jnp.float32).min)
+    probs_NxKxGxTxS = jax.nn.softmax(scores_NxKxGxTxS, axis=-1).astype(v_NxSxKxD.dtype)
+    out_NxTxKxGxD = jnp.einsum("nkgts,nskd->ntkgd", probs_NxKxGxTxS, v_NxSxKxD)
+    return out_NxTxKxGxD.reshape(N, T, Q, D)
+
+
+class Attention(nnx.Module):
+    """Grouped-query self-attention with rotary embeddings; bias on q/k/v only."""
+
+    def __init__(self, config: Qwen2Config, *, rngs: nnx.Rngs):
+        c = config
+        self.num_heads, self.num_kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        linear = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype), rngs=rngs,
+                      kernel_init=nnx.initializers.normal(c.initializer_range))
+        self.q_proj = nnx.Linear(c.hidden_size, c.num_attention_heads * c.head_dim, use_bias=c.attention_bias, **linear)
+        self.k_proj = nnx.Linear(c.hidden_size, c.num_key_value_heads * c.head_dim, use_bias=c.attention_bias, **linear)
+        self.v_proj = nnx.Linear(c.hidden_size, c.num_key_value_heads * c.head_dim, use_bias=c.attention_bias, **linear)
+        self.o_proj = nnx.Linear(c.num_attention_heads * c.head_dim, c.hidden_size, use_bias=False, **linear)
+
+    def __call__(self, x_NxTxH, cos_NxTxD, sin_NxTxD, mask_Nx1xTxT, attention_impl: str) -> jax.Array:
+        N, T, _ = x_NxTxH.shape
+        q_NxTxQxD = apply_rotary(self.q_proj(x_NxTxH).reshape(N, T, self.num_heads, self.head_dim), cos_NxTxD, sin_NxTxD)
+        k_NxTxKxD = apply_rotary(self.k_proj(x_NxTxH).reshape(N, T, self.num_kv_heads, self.head_dim), cos_NxTxD, sin_NxTxD)
+        v_NxTxKxD = self.v_proj(x_NxTxH).reshape(N, T, self.num_kv_heads, self.head_dim)
+        scale = self.head_dim ** -0.5
+        if attention_impl == "reference":
+            out_NxTxQxD = reference_attention(q_NxTxQxD, k_NxTxKxD, v_NxTxKxD, mask_Nx1xTxT, scale)
+        else:  # implementation=None: XLA today, cuDNN where JAX chooses it
+            out_NxTxQxD = jax.nn.dot_product_attention(q_NxTxQxD, k_NxTxKxD, v_NxTxKxD, mask=mask_Nx1xTxT, scale=scale)
+        return self.o_proj(out_NxTxQxD.reshape(N, T, self.num_heads * self.head_dim))
+
+
+class MLP(nnx.Module):
+    """SwiGLU: ``down(silu(gate(x)) * up(x))``, no biases."""
+
+    def __init__(self, config: Qwen2Config, *, rngs: nnx.Rngs):
+        c = config
+        linear = dict(use_bias=False, dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype), rngs=rngs,
+                      kernel_init=nnx.initializers.normal(c.initializer_range))
+        self.gate_proj = nnx.Linear(c.hidden_size, c.intermediate_size, **linear)
+        self.up_proj = nnx.Linear(c.hidden_size, c.intermediate_size, **linear)
+        self.down_proj = nnx.Linear(c.intermediate_size, c.hidden_size, **linear)
+
+    def __call__(self, x_NxTxH: jax.Array) -> jax.Array:
+        return self.down_proj(jax.nn.silu(self.gate_proj(x_NxTxH)) * self.up_proj(x_NxTxH))
+
+
+class DecoderLayer(nnx.Module):
+    """Pre-norm residual block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
+
+    def __init__(self, config: Qwen2Config, *, rngs: nnx.Rngs):
+        pdt = jnp.dtype(config.param_dtype)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, pdt)
+        self.self_attn = Attention(config, rngs=rngs)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, pdt)
+        self.mlp = MLP(config, rngs=rngs)
+
+    def __call__(self, x_NxTxH, cos_NxTxD, sin_NxTxD, mask_Nx1xTxT, attention_impl: str) -> jax.Array:
+        x_NxTxH = x_NxTxH + self.self_attn(self.input_layernorm(x_NxTxH), cos_NxTxD, sin_NxTxD, mask_Nx1xTxT,
+                                           attention_impl)
+        return x_NxTxH + self.mlp(self.post_attention_layernorm(x_NxTxH))
+
+
+class Qwen2LM(nnx.Module):
+    """Qwen2 causal language model: ``input_ids (N, T) -> logits (N, T, V)`` (float32).
+
+    Args:
+      config: a validated :class:`Qwen2Config` (kept as a static attribute).
+      rngs: NNX random streams (uses ``params``); every weight matrix is ``N(0, initializer_range^2)``,
+        norms start at 1, biases at 0 (HF's initialisation).
+    """
+
+    def __init__(self, config: Qwen2Config, *, rngs: nnx.Rngs):
+        config.validate()
+        self.config = config
+        pdt, cdt = jnp.dtype(config.param_dtype), jnp.dtype(config.dtype)
+        init = nnx.initializers.normal(config.initializer_range)
+        self.embed_tokens = nnx.Embed(config.vocab_size, config.hidden_size, dtype=cdt, param_dtype=pdt,
+                                      embedding_init=init, rngs=rngs)
+        self.layers = nnx.List([DecoderLayer(config, rngs=rngs) for _ in range(config.num_hidden_layers)])
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, pdt)
+        self.lm_head = None if config.tie_word_embeddings else nnx.Linear(
+            config.hidden_size, config.vocab_size, use_bias=False, dtype=cdt, param_dtype=pdt, kernel_init=init,
+            rngs=rngs)
+
+    def input_embeddings(self) -> jax.Array:
+        """(V, H) token embedding matrix ``W_E`` (one row per token)."""
+        return self.embed_tokens.embedding[...]
+
+    def output_embeddings(self) -> jax.Array:
+        """(V, H) unembedding matrix ``W_U`` (one row per token; the embedding itself when tied)."""
+        return self.input_embeddings() if self.lm_head is None else self.lm_head.kernel[...].T
+
+    def __call__(self, input_ids_NxT: jax.Array, attention_mask_NxT: jax.Array | None = None,
+                 positions_NxT: jax.Array | None = None, *, return_hidden_states: bool = False,
+                 attention_impl: str | None = None):
+        """Logits (N, T, V) in float32; with ``return_hidden_states`` also a tuple of L + 1 (N, T, H) arrays.
+
+        ``attention_mask_NxT``: 1 for tokens, 0 for padding (left or right). Padded keys are never attended
+        to; outputs at padded positions are finite but meaningless (as in HF). ``positions_NxT`` default to
+        ``arange(T)`` for every row whatever the padding (HF ``forward`` does the same; pass
+        ``cumsum(mask) - 1`` to shift left-padded rows). Hidden states follow HF ``output_hidden_states``:
+        the embedding output, the outputs of layers 0 .. L-2, and the final-normed output of layer L-1.
+        """
+        impl = attention_impl or self.config.attention_impl
+        require(impl in ATTENTION_IMPLS, "attention_impl", f"must be one of {', '.join(ATTENTION_IMPLS)}, got {impl!r}")
+        N, T = input_ids_NxT.shape
+        if positions_NxT is None:
+            positions_NxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (N, T))
+        mask_Nx1xTxT = jnp.tril(jnp.ones((T, T), dtype=bool))[None, None]
+        if attention_mask_NxT is not None:
+            mask_Nx1xTxT = mask_Nx1xTxT & (jnp.asarray(attention_mask_NxT) > 0)[:, None, None, :]
+        else:
+            mask_Nx1xTxT = jnp.broadcast_to(mask_Nx1xTxT, (N, 1, T, T))
+        cos_NxTxD, sin_NxTxD = rotary_cos_sin(positions_NxT, self.config.head_dim, self.config.rope_theta)
+
+        x_NxTxH = self.embed_tokens(input_ids_NxT)
+        hidden = [x_NxTxH]
+        for layer in self.layers:
+            x_NxTxH = layer(x_NxTxH, cos_NxTxD, sin_NxTxD, mask_Nx1xTxT, impl)
+            hidden.append(x_NxTxH)
+        x_NxTxH = self.norm(x_NxTxH)
+        hidden[-1] = x_NxTxH
+        w_VxH = self.output_embeddings().astype(x_NxTxH.dtype)
+        logits_NxTxV = jnp.einsum("nth,vh->ntv", x_NxTxH, w_VxH).astype(jnp.float32)
+        return (logits_NxTxV, tuple(hidden)) if return_hidden_states else logits_NxTxV
+
+
+def next_token_loss(logits_NxTxV: jax.Array, input_ids_NxT: jax.Array,
+                    attention_mask_NxT: jax.Array | None = None) -> jax.Array:
+    """Mean cross-entropy of predicting token t+1 from position t, over pairs where both are real tokens.
+
+    Equals HF's loss with ``labels[t] = input_ids[t]`` where ``mask[t] and mask[t-1]`` and -100 elsewhere.
+    """
+    logits = logits_NxTxV[:, :-1].astype(jnp.float32)
+    targets = input_ids_NxT[:, 1:]
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll_NxT1 = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    if attention_mask_NxT is None:
+        return nll_NxT1.mean()
+    m = jnp.asarray(attention_mask_NxT) > 0
+    w_NxT1 = (m[:, 1:] & m[:, :-1]).astype(jnp.float32)
+    return (nll_NxT1 * w_NxT1).sum() / jnp.maximum(w_NxT1.sum(), 1.0)
+
+
+def abstract_model(config: Qwen2Config) -> Qwen2LM:
+    """The model with ``jax.ShapeDtypeStruct`` leaves (nothing allocated), via ``nnx.eval_shape``."""
+    return nnx.eval_shape(lambda: Qwen2LM(config, rngs=nnx.Rngs(0)))
+
+
+def num_parameters(config: Qwen2Config) -> int:
+    """Number of parameters (tied embeddings counted once), computed from shapes without allocating."""
+    state = nnx.state(abstract_model(config), nnx.Param)
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(state))
