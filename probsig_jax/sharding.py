@@ -10,6 +10,21 @@ and ``jax.jit`` (GSPMD) inserts the collectives.
 * ``tensor``: Megatron-style tensor parallelism over attention heads, MLP intermediate units and
   the vocabulary.
 
+:data:`DEFAULT_RULES` (kernels stored (in, out) as ``nnx.Linear`` does):
+
+=====================================  ===============================  ============================
+parameter                              spec                              meaning
+=====================================  ===============================  ============================
+``{q,k,v}_proj/kernel`` (H, heads*D)   ``P("fsdp", "tensor")``           column parallel, FSDP on H
+``{q,k,v}_proj/bias``                  ``P("tensor")``                   follows its kernel's columns
+``o_proj/kernel`` (heads*D, H)         ``P("tensor", "fsdp")``           row parallel
+``{gate,up}_proj/kernel`` (H, I)       ``P("fsdp", "tensor")``           column parallel
+``down_proj/kernel`` (I, H)            ``P("tensor", "fsdp")``           row parallel
+``embed_tokens/embedding`` (V, H)      ``P(("tensor", "fsdp"), None)``   vocabulary over both
+``lm_head/kernel`` (H, V)              ``P("fsdp", "tensor")``           vocabulary parallel
+norm scales, other biases, scalars     ``P()``                           replicated
+=====================================  ===============================  ============================
+
 Which parameter gets which :class:`~jax.sharding.PartitionSpec` is decided by *rules*: a
 sequence of ``(regex, PartitionSpec)`` pairs matched (``re.search``, first match wins) against
 the parameter's path string, e.g. ``"layers/0/self_attn/q_proj/kernel"``. Optimiser states
@@ -49,9 +64,12 @@ DEFAULT_RULES: tuple[tuple[str, P], ...] = (
     # MLP: column-parallel gate/up (intermediate over "tensor"), row-parallel down.
     (r"(^|/)(gate_proj|up_proj|gate_up_proj)/kernel$", P("fsdp", "tensor")),
     (r"(^|/)down_proj/kernel$", P("tensor", "fsdp")),
-    # vocabulary-parallel embedding (V, H) and unembedding (H, V).
-    (r"(^|/)(embed_tokens|wte|tok_embeddings)/embedding$", P("tensor", "fsdp")),
-    (r"(^|/)embedding(/embedding)?$", P("tensor", "fsdp")),
+    # embedding (V, H): the vocabulary over tensor x fsdp, H whole. (Sharding H over fsdp makes XLA
+    # replicate the (N, T, H) activations to go from the H-sharded lookup to the batch-sharded layers:
+    # "Involuntary full rematerialization" warnings on a data x fsdp x tensor mesh.)
+    (r"(^|/)(embed_tokens|wte|tok_embeddings)/embedding$", P(("tensor", "fsdp"), None)),
+    (r"(^|/)embedding(/embedding)?$", P(("tensor", "fsdp"), None)),
+    # unembedding (H, V): vocabulary-parallel over tensor, H over fsdp.
     (r"(^|/)(lm_head|unembed|output)/kernel$", P("fsdp", "tensor")),
     # norm scales, remaining biases, step counts, anything else: replicated.
     (r".*", P()),

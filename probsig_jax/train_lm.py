@@ -7,12 +7,12 @@ state and batches carry :class:`~jax.sharding.NamedSharding` from :mod:`probsig_
 and XLA's SPMD partitioner inserts the collectives, so the same step runs unchanged on one
 device and on a many-device (or multi-host) mesh.
 
-    graphdef, params, rest = split_model(model)
     mesh = make_mesh(data=-1, fsdp=2, tensor=2)
-    p_sh = parameter_shardings(params, mesh)
+    graphdef, params, rest, p_sh = init_sharded_model(lambda: Qwen2LM(config, rngs=nnx.Rngs(0)), mesh)
+    # (or: graphdef, params, rest = split_model(model); p_sh = parameter_shardings(params, mesh);
+    #      params = shard_state(params, p_sh))
     optimizer = make_lm_optimizer(cfg)
     o_sh = opt_state_shardings(optimizer, params, mesh)
-    params = shard_state(params, p_sh)
     opt_state = init_opt_state(optimizer, params, o_sh)
     step = make_sharded_train_step(graphdef, optimizer, mesh, p_sh, o_sh, rest=rest,
                                    lr_schedule=make_lm_schedule(cfg))
@@ -30,7 +30,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from probsig_jax.sharding import batch_sharding, path_string, replicated
+from probsig_jax.sharding import DEFAULT_RULES, Rules, batch_sharding, parameter_shardings, path_string, replicated
 from probsig_jax.validation import require, require_float, require_int
 
 
@@ -126,9 +126,39 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
     return graphdef, params, rest
 
 
-def _default_apply(model: nnx.Module, tokens_NxT: jax.Array, mask_NxT: jax.Array) -> jax.Array:
+def init_sharded_model(make_model: Callable[[], nnx.Module], mesh: Mesh, rules: Rules = DEFAULT_RULES):
+    """``(graphdef, params, rest, param_shardings)`` with ``params`` created directly in their shardings.
+
+    ``make_model()`` builds the module (e.g. ``lambda: Qwen2LM(cfg, rngs=nnx.Rngs(0))``); it is traced
+    once abstractly (``nnx.eval_shape``) to derive the shardings and then run under ``jax.jit`` with
+    those ``out_shardings``, so no device ever holds the whole unsharded model. Same values as
+    ``split_model(make_model())``.
+    """
+    graphdef, abstract_params, abstract_rest = split_model(nnx.eval_shape(make_model))
+    param_sh = parameter_shardings(abstract_params, mesh, rules)
+    rest_sh = jax.tree_util.tree_map(lambda _: replicated(mesh), abstract_rest)
+
+    def init():
+        _, params, rest = split_model(make_model())
+        return params, rest
+
+    params, rest = jax.jit(init, out_shardings=(param_sh, rest_sh))()
+    return graphdef, params, rest, param_sh
+
+
+def apply_without_mask(model: nnx.Module, tokens_NxT: jax.Array, mask_NxT: jax.Array) -> jax.Array:
     del mask_NxT  # causal LM: padding is excluded from the loss, not from the forward pass
     return model(tokens_NxT)
+
+
+def apply_with_attention_mask(model: nnx.Module, tokens_NxT: jax.Array, mask_NxT: jax.Array) -> jax.Array:
+    """``model(tokens, mask)``: for models that take an attention mask (Qwen2LM), so padded keys are ignored."""
+    return model(tokens_NxT, mask_NxT)
+
+
+def _global_norm(tree: Any) -> jax.Array:
+    norm = getattr(getattr(optax, "tree", None), "norm", None)  # optax >= 0.2.5; global_norm is deprecated
+    return norm(tree) if norm is not None else optax.global_norm(tree)
 
 
 def _step_count(opt_state: Any) -> jax.Array | None:
@@ -149,7 +179,7 @@ def make_sharded_train_step(
     *,
     rest: nnx.State | None = None,
     lr_schedule: optax.Schedule | None = None,
-    apply_fn: Callable[[nnx.Module, jax.Array, jax.Array], jax.Array] = _default_apply,
+    apply_fn: Callable[[nnx.Module, jax.Array, jax.Array], jax.Array] = apply_without_mask,
     loss_fn: Callable[[jax.Array, jax.Array, jax.Array], jax.Array] = next_token_loss,
     donate: bool = True,
 ) -> Callable[..., tuple[Any, Any, dict[str, jax.Array]]]:
@@ -160,6 +190,8 @@ def make_sharded_train_step(
     donated (their buffers are reused; do not read the inputs after the call). Token and mask
     batches are (N, T) with N divisible by ``data * fsdp``; they are sharded on entry.
     ``rest`` is the non-trainable state from :func:`split_model` (constant in the step).
+    ``apply_fn(model, tokens, mask) -> logits``: the default calls ``model(tokens)`` (a causal model
+    needs no mask for right padding); :func:`apply_with_attention_mask` passes the mask too.
     ``metrics``: ``loss`` (before the update), ``grad_norm`` (global norm before clipping) and
     ``lr`` (the rate used by this update, from ``lr_schedule`` and the optimiser's step count;
     NaN without a schedule), all replicated scalars.
@@ -179,7 +211,7 @@ def make_sharded_train_step(
             lr = jnp.full((), jnp.nan, jnp.float32)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": lr}
+        metrics = {"loss": loss, "grad_norm": _global_norm(grads), "lr": lr}
         return params, opt_state, metrics
 
     batch = batch_sharding(mesh)

@@ -6,12 +6,14 @@ from flax import nnx
 model = Qwen2LM(PRESETS["tiny"], rngs=nnx.Rngs(0))
 logits_NxTxV = model(input_ids_NxT)
 config, model = load_pretrained("path/to/Qwen2.5-0.5B")   # a local HF directory, no torch needed
+tokens_NxT2 = generate(model, prompt_NxT, max_new_tokens=20)  # greedy, KV cache
 ```
 """
 
 from probsig_jax.models.qwen2.checkpoint import load_pretrained, save_pretrained
 from probsig_jax.models.qwen2.config import PRESETS, Qwen2Config
+from probsig_jax.models.qwen2.generate import generate
 from probsig_jax.models.qwen2.model import Qwen2LM, abstract_model, next_token_loss, num_parameters
 
-__all__ = ["PRESETS", "Qwen2Config", "Qwen2LM", "abstract_model", "load_pretrained", "next_token_loss",
+__all__ = ["PRESETS", "Qwen2Config", "Qwen2LM", "abstract_model", "generate", "load_pretrained", "next_token_loss",
            "num_parameters", "save_pretrained"]

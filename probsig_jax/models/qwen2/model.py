@@ -84,17 +84,26 @@ class Attention(nnx.Module):
         self.v_proj = nnx.Linear(c.hidden_size, c.num_key_value_heads * c.head_dim, use_bias=c.attention_bias, **linear)
         self.o_proj = nnx.Linear(c.num_attention_heads * c.head_dim, c.hidden_size, use_bias=False, **linear)
 
-    def __call__(self, x_NxTxH, cos_NxTxD, sin_NxTxD, mask_Nx1xTxT, attention_impl: str) -> jax.Array:
+    def qkv(self, x_NxTxH, cos_NxTxD, sin_NxTxD) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Rotated queries (N, T, Q, D), rotated keys and values (N, T, K, D)."""
         N, T, _ = x_NxTxH.shape
         q_NxTxQxD = apply_rotary(self.q_proj(x_NxTxH).reshape(N, T, self.num_heads, self.head_dim), cos_NxTxD, sin_NxTxD)
         k_NxTxKxD = apply_rotary(self.k_proj(x_NxTxH).reshape(N, T, self.num_kv_heads, self.head_dim), cos_NxTxD, sin_NxTxD)
         v_NxTxKxD = self.v_proj(x_NxTxH).reshape(N, T, self.num_kv_heads, self.head_dim)
+        return q_NxTxQxD, k_NxTxKxD, v_NxTxKxD
+
+    def attend(self, q_NxTxQxD, k_NxSxKxD, v_NxSxKxD, mask_Nx1xTxS, attention_impl: str) -> jax.Array:
+        """Attention of T queries over S keys (S = T, or a KV cache), then the output projection (N, T, H)."""
+        N, T = q_NxTxQxD.shape[:2]
         scale = self.head_dim ** -0.5
         if attention_impl == "reference":
-            out_NxTxQxD = reference_attention(q_NxTxQxD, k_NxTxKxD, v_NxTxKxD, mask_Nx1xTxT, scale)
+            out_NxTxQxD = reference_attention(q_NxTxQxD, k_NxSxKxD, v_NxSxKxD, mask_Nx1xTxS, scale)
         else:  # implementation=None: XLA today, cuDNN where JAX chooses it
-            out_NxTxQxD = jax.nn.dot_product_attention(q_NxTxQxD, k_NxTxKxD, v_NxTxKxD, mask=mask_Nx1xTxT, scale=scale)
+            out_NxTxQxD = jax.nn.dot_product_attention(q_NxTxQxD, k_NxSxKxD, v_NxSxKxD, mask=mask_Nx1xTxS, scale=scale)
         return self.o_proj(out_NxTxQxD.reshape(N, T, self.num_heads * self.head_dim))
+
+    def __call__(self, x_NxTxH, cos_NxTxD, sin_NxTxD, mask_Nx1xTxT, attention_impl: str) -> jax.Array:
+        return self.attend(*self.qkv(x_NxTxH, cos_NxTxD, sin_NxTxD), mask_Nx1xTxT, attention_impl)
 
 
 class MLP(nnx.Module):
