@@ -23,3 +23,25 @@ def test_linear_theory_benchmark_quick(tmp_path):
     row = result["results"][0]
     assert row["vocab_size"] == 64
     assert "closed_form_vs_gd_speedup" in result["summary"]
+
+
+@pytest.mark.slow
+def test_qwen2_train_step_benchmark_quick(tmp_path):
+    out = tmp_path / "qwen2.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "qwen2_train_step.py"), "--quick", "--device", "cpu",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "qwen2_train_step" and result["provenance"]
+    summary = result["summary"]
+    assert summary["preset"] == "tiny" and summary["ours_tokens_per_s"] > 0 and summary["ours_compile_s"] > 0
+    runners = {r["name"]: r for r in result["runners"]}
+    ours = runners["ours (xla)"]
+    rounds = result["provenance"]["config"]["rounds"]
+    assert ours["num_steps"] == len(ours["warmup_steps_s"]) + len(ours["steps_s"]) + rounds  # + a settle step per round
+    if "skipped" not in result["torch"]:  # torch + transformers installed (the test extra): same work was timed
+        for name in ("torch eager", "torch sdpa"):
+            assert runners[name]["num_steps"] == ours["num_steps"]
+            assert runners[name]["loss_first"] == pytest.approx(ours["loss_first"], rel=1e-4)
+            assert runners[name]["loss_last"] == pytest.approx(ours["loss_last"], rel=1e-3)
+        assert summary["ours_over_torch_eager"] > 0 and "target_met" in summary

@@ -22,14 +22,19 @@ def tiny_model(seed: int = 0, **changes) -> Qwen2LM:
 
 
 def naive_greedy(model, prompt, mask, steps):
-    """Reference: re-run the full model on the whole sequence for every new token."""
-    ids, mask = np.asarray(prompt), np.asarray(mask)
-    for _ in range(steps):
-        positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
-        logits = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(positions)))
-        nxt = logits[:, -1].argmax(-1)
-        ids = np.concatenate([ids, nxt[:, None]], axis=1)
-        mask = np.concatenate([mask, np.ones((len(ids), 1), mask.dtype)], axis=1)
+    """Reference: re-run the full model over the whole sequence for every new token (no cache).
+
+    The sequence lives in a fixed (N, T + steps) buffer so one compiled forward serves every step; causal
+    attention keeps the not-yet-written slots on the right from affecting the position being predicted.
+    """
+    N, T = prompt.shape
+    ids = np.concatenate([prompt, np.zeros((N, steps), prompt.dtype)], axis=1)
+    full_mask = np.concatenate([mask, np.ones((N, steps), mask.dtype)], axis=1)
+    positions = np.maximum(np.cumsum(full_mask, axis=1) - 1, 0)
+    forward = nnx.jit(lambda m, i, k, p: m(i, k, p))
+    for step in range(steps):
+        logits = np.asarray(forward(model, jnp.asarray(ids), jnp.asarray(full_mask), jnp.asarray(positions)))
+        ids[:, T + step] = logits[:, T + step - 1].argmax(-1)
     return ids
 
 
