@@ -30,6 +30,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
+from probsig_jax.losses import next_token_loss
 from probsig_jax.sharding import DEFAULT_RULES, Rules, batch_sharding, parameter_shardings, path_string, replicated
 from probsig_jax.validation import require, require_float, require_int
 
@@ -100,24 +101,6 @@ def make_lm_optimizer(cfg: LMTrainConfig) -> optax.GradientTransformation:
     if cfg.grad_clip_norm == 0:
         return optax.chain(optax.identity(), adamw)  # same state layout with or without clipping
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), adamw)
-
-
-def next_token_loss(logits_NxTxV: jax.Array, tokens_NxT: jax.Array, mask_NxT: jax.Array | None = None) -> jax.Array:
-    """Mean cross-entropy of predicting ``tokens[:, t + 1]`` from ``logits[:, t]``.
-
-    ``mask_NxT`` (1 = real token, 0 = padding) counts a prediction only when both its input
-    position and its target are real. Computed in (at least) float32 whatever the logits'
-    dtype. With no valid position the loss is 0.
-    """
-    dtype = jnp.promote_types(logits_NxTxV.dtype, jnp.float32)
-    logits = logits_NxTxV[:, :-1].astype(dtype)
-    targets = tokens_NxT[:, 1:]
-    losses_NxT1 = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-    if mask_NxT is None:
-        return losses_NxT1.mean()
-    mask = mask_NxT.astype(dtype)
-    valid_NxT1 = mask[:, 1:] * mask[:, :-1]
-    return (losses_NxT1 * valid_NxT1).sum() / jnp.maximum(valid_NxT1.sum(), 1.0)
 
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from probsig_jax.losses import next_token_loss  # noqa: F401  (re-exported: the model's training loss)
 from probsig_jax.models.qwen2.config import ATTENTION_IMPLS, Qwen2Config
 from probsig_jax.validation import require
 
@@ -200,23 +201,6 @@ class Qwen2LM(nnx.Module):
         w_VxH = self.output_embeddings().astype(x_NxTxH.dtype)
         logits_NxTxV = jnp.einsum("nth,vh->ntv", x_NxTxH, w_VxH).astype(jnp.float32)
         return (logits_NxTxV, tuple(hidden)) if return_hidden_states else logits_NxTxV
-
-
-def next_token_loss(logits_NxTxV: jax.Array, input_ids_NxT: jax.Array,
-                    attention_mask_NxT: jax.Array | None = None) -> jax.Array:
-    """Mean cross-entropy of predicting token t+1 from position t, over pairs where both are real tokens.
-
-    Equals HF's loss with ``labels[t] = input_ids[t]`` where ``mask[t] and mask[t-1]`` and -100 elsewhere.
-    """
-    logits = logits_NxTxV[:, :-1].astype(jnp.float32)
-    targets = input_ids_NxT[:, 1:]
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll_NxT1 = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    if attention_mask_NxT is None:
-        return nll_NxT1.mean()
-    m = jnp.asarray(attention_mask_NxT) > 0
-    w_NxT1 = (m[:, 1:] & m[:, :-1]).astype(jnp.float32)
-    return (nll_NxT1 * w_NxT1).sum() / jnp.maximum(w_NxT1.sum(), 1.0)
 
 
 def abstract_model(config: Qwen2Config) -> Qwen2LM:
