@@ -28,8 +28,8 @@ def test_linear_theory_benchmark_quick(tmp_path):
 @pytest.mark.slow
 def test_qwen2_train_step_benchmark_quick(tmp_path):
     out = tmp_path / "qwen2.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "qwen2_train_step.py"), "--quick", "--device", "cpu",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "qwen2_train_step.py"), "--quick",
+                           "--device", "cpu", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["benchmark"] == "qwen2_train_step" and result["provenance"]
