@@ -102,6 +102,9 @@ def parse_args(argv):
                    help="also time each of ours with the output projection applied to positions 0..T-2 only "
                         "(a custom apply_fn/loss_fn through train_lm's public hooks; a proposed optimisation, "
                         "not the library default)")
+    p.add_argument("--prefix", action="store_true",
+                   help="also time each of ours with train_lm.apply_prefix_with_attention_mask (the model run on "
+                        "tokens[:, :-1]: same loss and gradients, no work for the last position)")
     p.add_argument("--torch-attention", default="eager,sdpa", help="comma list of HF attn_implementation values")
     p.add_argument("--no-torch", action="store_true", help="time ours only")
     p.add_argument("--torch-adamw", default="default", choices=("default", "foreach", "fused"),
@@ -212,14 +215,15 @@ def sliced_head_fns():
     return apply_fn, loss_fn
 
 
-def make_ours(config, attention: str, args, mesh, tokens, mask, lm_cfg, sliced_head: bool = False) -> Runner:
+def make_ours(config, attention: str, args, mesh, tokens, mask, lm_cfg, variant: str = "full") -> Runner:
     from flax import nnx
 
     from probsig_jax.models.qwen2 import Qwen2LM
     from probsig_jax.sharding import batch_sharding, init_opt_state, opt_state_shardings
     from probsig_jax.losses import next_token_loss
-    from probsig_jax.train_lm import (apply_with_attention_mask, init_sharded_model, make_lm_optimizer,
-                                      make_lm_schedule, make_sharded_train_step)
+    from probsig_jax.train_lm import (apply_prefix_with_attention_mask, apply_with_attention_mask,
+                                      init_sharded_model, make_lm_optimizer, make_lm_schedule,
+                                      make_sharded_train_step)
 
     config = config.replace(attention_impl=attention)
     tic = time.perf_counter()
@@ -229,7 +233,9 @@ def make_ours(config, attention: str, args, mesh, tokens, mask, lm_cfg, sliced_h
     opt_state = init_opt_state(optimizer, params, o_sh)
     jax.block_until_ready((params, opt_state))
     init_s = time.perf_counter() - tic
-    apply_fn, loss_fn = sliced_head_fns() if sliced_head else (apply_with_attention_mask, next_token_loss)
+    apply_fn, loss_fn = {"full": (apply_with_attention_mask, next_token_loss),
+                         "sliced head": sliced_head_fns(),
+                         "prefix": (apply_prefix_with_attention_mask, next_token_loss)}[variant]
     step = make_sharded_train_step(graphdef, optimizer, mesh, p_sh, o_sh, rest=rest,
                                    lr_schedule=make_lm_schedule(lm_cfg), apply_fn=apply_fn, loss_fn=loss_fn)
     batch = batch_sharding(mesh)
@@ -253,8 +259,8 @@ def make_ours(config, attention: str, args, mesh, tokens, mask, lm_cfg, sliced_h
 
     fwd, fwd_bwd = jax.jit(loss_of), jax.jit(jax.value_and_grad(loss_of))
     setup = {"init_s": init_s, "trace_s": trace_s, "compile_s": compile_s, "attention_impl": attention,
-             "sliced_head": sliced_head}
-    name = f"ours ({attention}{', sliced head' if sliced_head else ''})"
+             "variant": variant}
+    name = f"ours ({attention}{'' if variant == 'full' else ', ' + variant})"
     return Runner(name, "jax", attention, run,
                   forward=lambda: jax.block_until_ready(fwd(state["params"])),
                   forward_backward=lambda: jax.block_until_ready(fwd_bwd(state["params"])), setup=setup)
@@ -445,9 +451,10 @@ def main(argv=None) -> dict:
             log(f"torch reference skipped: {torch_info['skipped']}")
 
     runners: list[Runner] = []
-    for sliced in (False, True) if args.sliced_head else (False,):
+    variants = ["full"] + (["sliced head"] if args.sliced_head else []) + (["prefix"] if args.prefix else [])
+    for variant in variants:
         for attention in ours_attention:
-            r = make_ours(base, attention, args, mesh, tokens, mask, lm_cfg, sliced_head=sliced)
+            r = make_ours(base, attention, args, mesh, tokens, mask, lm_cfg, variant=variant)
             log(f"built {r.name}: trace {r.setup['trace_s']:.2f} s, XLA compile {r.setup['compile_s']:.2f} s")
             runners.append(r)
     with tempfile.TemporaryDirectory(prefix="qwen2_bench_") as tmp:

@@ -10,12 +10,17 @@ import optax
 def next_token_loss(logits_NxTxV: jax.Array, tokens_NxT: jax.Array, mask_NxT: jax.Array | None = None) -> jax.Array:
     """Mean cross-entropy of predicting ``tokens[:, t + 1]`` from ``logits[:, t]``.
 
+    ``logits`` cover all T positions, or only the first T - 1 (a causal model run on
+    ``tokens[:, :-1]``, which skips the last position's logits that no loss uses).
     ``mask_NxT`` (1 = real token, 0 = padding) counts a prediction only when both its input
     position and its target are real. Computed in (at least) float32 whatever the logits'
     dtype. With no valid position the loss is 0.
     """
+    T = tokens_NxT.shape[1]
+    if logits_NxTxV.shape[1] not in (T, T - 1):
+        raise ValueError(f"logits cover {logits_NxTxV.shape[1]} positions; expected T = {T} or T - 1")
     dtype = jnp.promote_types(logits_NxTxV.dtype, jnp.float32)
-    logits = logits_NxTxV[:, :-1].astype(dtype)
+    logits = logits_NxTxV[:, : T - 1].astype(dtype)
     targets = tokens_NxT[:, 1:]
     losses_NxT1 = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     if mask_NxT is None:

@@ -139,6 +139,13 @@ def apply_with_attention_mask(model: nnx.Module, tokens_NxT: jax.Array, mask_NxT
     return model(tokens_NxT, mask_NxT)
 
 
+def apply_prefix_with_attention_mask(model: nnx.Module, tokens_NxT: jax.Array, mask_NxT: jax.Array) -> jax.Array:
+    """Logits (N, T - 1, V) of a causal model run on ``tokens[:, :-1]``: the same logits the loss uses, without
+    computing the last position (whose prediction has no target). Same loss and gradients as
+    :func:`apply_with_attention_mask`, less work."""
+    return model(tokens_NxT[:, :-1], mask_NxT[:, :-1])
+
+
 def _global_norm(tree: Any) -> jax.Array:
     norm = getattr(getattr(optax, "tree", None), "norm", None)  # optax >= 0.2.5; global_norm is deprecated
     return norm(tree) if norm is not None else optax.global_norm(tree)

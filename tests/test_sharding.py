@@ -435,3 +435,25 @@ def test_batch_sharding_spec():
 
 if __name__ == "__main__":
     print(json.dumps(_multi_device_report(sys.argv[1] if len(sys.argv) > 1 else "standin")))
+
+
+def test_prefix_apply_gives_the_same_loss_and_gradients():
+    """Running a causal model on tokens[:, :-1] gives the loss and gradients of the full-length run."""
+    from probsig_jax.models.qwen2 import PRESETS, Qwen2LM
+    from probsig_jax.train_lm import apply_prefix_with_attention_mask, apply_with_attention_mask
+
+    model = Qwen2LM(PRESETS["tiny"], rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    tokens = jnp.asarray(rng.integers(0, PRESETS["tiny"].vocab_size, size=(3, 9)))
+    mask = jnp.asarray(np.array([[1] * 9, [0, 0] + [1] * 7, [1] * 6 + [0] * 3]))
+    with jax.default_matmul_precision("highest"):
+        losses, grads = [], []
+        for apply in (apply_with_attention_mask, apply_prefix_with_attention_mask):
+            loss, grad = nnx.value_and_grad(lambda m: next_token_loss(apply(m, tokens, mask), tokens, mask))(model)
+            losses.append(float(loss))
+            grads.append(grad)
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError):
+        next_token_loss(jnp.zeros((3, 5, 7)), tokens)
