@@ -9,7 +9,6 @@ full-precision matmuls.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -31,93 +30,25 @@ import optax
 from flax import nnx
 from jax.sharding import AbstractMesh, PartitionSpec as P
 
+from probsig_jax.models.qwen2 import PRESETS, Qwen2LM
 from probsig_jax.sharding import (AXES, DEFAULT_RULES, batch_sharding, describe, fit_spec, init_opt_state,
                                   make_mesh, opt_state_shardings, parameter_shardings, partition_specs,
                                   shard_state)
-from probsig_jax.train_lm import (LMTrainConfig, apply_with_attention_mask, apply_without_mask, init_sharded_model,
+from probsig_jax.train_lm import (LMTrainConfig, apply_prefix_with_attention_mask, apply_with_attention_mask,
+                                  apply_without_mask, init_sharded_model,
                                   make_lm_optimizer, make_lm_schedule, make_sharded_train_step, next_token_loss,
                                   split_model)
 from probsig_jax.validation import ConfigError
 
 
 # ---------------------------------------------------------------------------------------------
-# A small stand-in for Qwen2 with the same parameter paths (q/k/v bias, GQA, SwiGLU, RMSNorm).
+# The model: the real Qwen2 port at its CPU-sized "tiny" preset.
+
+TINY = PRESETS["tiny"]
 
 
-class _Attention(nnx.Module):
-    def __init__(self, hidden, heads, kv_heads, rngs):
-        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, hidden // heads
-        self.q_proj = nnx.Linear(hidden, heads * self.head_dim, use_bias=True, rngs=rngs)
-        self.k_proj = nnx.Linear(hidden, kv_heads * self.head_dim, use_bias=True, rngs=rngs)
-        self.v_proj = nnx.Linear(hidden, kv_heads * self.head_dim, use_bias=True, rngs=rngs)
-        self.o_proj = nnx.Linear(heads * self.head_dim, hidden, use_bias=False, rngs=rngs)
-
-    def __call__(self, x_NxTxH):
-        n, t, _ = x_NxTxH.shape
-        q = self.q_proj(x_NxTxH).reshape(n, t, self.heads, self.head_dim)
-        k = self.k_proj(x_NxTxH).reshape(n, t, self.kv_heads, self.head_dim)
-        v = self.v_proj(x_NxTxH).reshape(n, t, self.kv_heads, self.head_dim)
-        out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
-        return self.o_proj(out.reshape(n, t, -1))
-
-
-class _MLP(nnx.Module):
-    def __init__(self, hidden, intermediate, rngs):
-        self.gate_proj = nnx.Linear(hidden, intermediate, use_bias=False, rngs=rngs)
-        self.up_proj = nnx.Linear(hidden, intermediate, use_bias=False, rngs=rngs)
-        self.down_proj = nnx.Linear(intermediate, hidden, use_bias=False, rngs=rngs)
-
-    def __call__(self, x):
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
-class _Block(nnx.Module):
-    def __init__(self, hidden, heads, kv_heads, intermediate, rngs):
-        self.input_layernorm = nnx.RMSNorm(hidden, rngs=rngs)
-        self.self_attn = _Attention(hidden, heads, kv_heads, rngs)
-        self.post_attention_layernorm = nnx.RMSNorm(hidden, rngs=rngs)
-        self.mlp = _MLP(hidden, intermediate, rngs)
-
-    def __call__(self, x):
-        x = x + self.self_attn(self.input_layernorm(x))
-        return x + self.mlp(self.post_attention_layernorm(x))
-
-
-class TinyLM(nnx.Module):
-    """Paths: embed_tokens/embedding, layers/i/self_attn/q_proj/kernel, ..., norm/scale, lm_head/kernel."""
-
-    def __init__(self, vocab=64, hidden=32, heads=4, kv_heads=2, intermediate=64, layers=2, *, rngs):
-        self.embed_tokens = nnx.Embed(vocab, hidden, rngs=rngs)
-        self.layers = nnx.List([_Block(hidden, heads, kv_heads, intermediate, rngs) for _ in range(layers)])
-        self.norm = nnx.RMSNorm(hidden, rngs=rngs)
-        self.lm_head = nnx.Linear(hidden, vocab, use_bias=False, rngs=rngs)
-
-    def __call__(self, tokens_NxT):
-        x = self.embed_tokens(tokens_NxT)
-        for layer in self.layers:
-            x = layer(x)
-        return self.lm_head(self.norm(x))
-
-
-def _qwen2_available() -> str | None:
-    """None if the real Qwen2 port can be imported, else the reason."""
-    try:
-        module = importlib.import_module("probsig_jax.models.qwen2")
-    except Exception as err:  # noqa: BLE001 - any failure means "not there yet"
-        return f"{type(err).__name__}: {err}"
-    missing = [name for name in ("Qwen2LM", "PRESETS") if not hasattr(module, name)]
-    if missing or "tiny" not in getattr(module, "PRESETS", {}):
-        return f"missing {missing or 'PRESETS[tiny]'}"
-    return None
-
-
-def _build_model(kind: str, seed: int):
-    """(model, vocab_size, apply_fn) for "standin" or "qwen2"."""
-    if kind == "standin":
-        return TinyLM(rngs=nnx.Rngs(seed)), 64, apply_without_mask
-    from probsig_jax.models.qwen2 import PRESETS, Qwen2LM
-    config = PRESETS["tiny"]
-    return Qwen2LM(config, rngs=nnx.Rngs(seed)), config.vocab_size, apply_with_attention_mask
+def _build_model(seed: int) -> Qwen2LM:
+    return Qwen2LM(TINY, rngs=nnx.Rngs(seed))
 
 
 def _batches(vocab: int, steps: int, n: int = 16, t: int = 12):
@@ -138,11 +69,10 @@ def _batches(vocab: int, steps: int, n: int = 16, t: int = 12):
 PARITY_CFG = LMTrainConfig(learning_rate=1e-3, warmup_steps=2, total_steps=10, weight_decay=0.1, eps=1e-5)
 
 
-def run_steps(kind: str, mesh, steps: int = 3, cfg: LMTrainConfig | None = None):
+def run_steps(mesh, steps: int = 3, cfg: LMTrainConfig | None = None, apply_fn=apply_with_attention_mask):
     """Train ``steps`` steps on ``mesh``; returns (losses, lrs, grad_norms, params as numpy, step, params, opt_state)."""
     cfg = cfg or PARITY_CFG
-    model, vocab, apply_fn = _build_model(kind, seed=cfg.seed)
-    graphdef, params, rest = split_model(model)
+    graphdef, params, rest = split_model(_build_model(cfg.seed))
     optimizer = make_lm_optimizer(cfg)
     p_sh = parameter_shardings(params, mesh)
     o_sh = opt_state_shardings(optimizer, params, mesh)
@@ -151,7 +81,7 @@ def run_steps(kind: str, mesh, steps: int = 3, cfg: LMTrainConfig | None = None)
     step = make_sharded_train_step(graphdef, optimizer, mesh, p_sh, o_sh, rest=rest,
                                    lr_schedule=make_lm_schedule(cfg), apply_fn=apply_fn)
     losses, lrs, norms = [], [], []
-    for tokens, mask in _batches(vocab, steps):
+    for tokens, mask in _batches(TINY.vocab_size, steps):
         params, opt_state, metrics = step(params, opt_state, tokens, mask)
         losses.append(float(metrics["loss"]))
         lrs.append(float(metrics["lr"]))
@@ -165,16 +95,16 @@ def _flat(tree):
     return {path_string(kp): leaf for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def _multi_device_report(kind: str) -> dict:
+def _multi_device_report() -> dict:
     """Run in the subprocess: one device vs two 8-device meshes."""
     jax.config.update("jax_default_matmul_precision", "highest")
     devices = jax.devices()
     assert len(devices) == 8, devices
-    ref_losses, ref_lrs, _, ref_params, *_ = run_steps(kind, make_mesh(devices=devices[:1]))
-    report = {"kind": kind, "n_devices": len(devices), "ref_losses": ref_losses, "ref_lrs": ref_lrs, "meshes": {}}
+    ref_losses, ref_lrs, _, ref_params, *_ = run_steps(make_mesh(devices=devices[:1]))
+    report = {"n_devices": len(devices), "ref_losses": ref_losses, "ref_lrs": ref_lrs, "meshes": {}}
     for name, sizes in {"data2_fsdp2_tensor2": dict(data=2, fsdp=2, tensor=2), "data8": dict(data=8)}.items():
         mesh = make_mesh(**sizes)
-        losses, lrs, _, flat, _, params, opt_state = run_steps(kind, mesh)
+        losses, lrs, _, flat, _, params, opt_state = run_steps(mesh)
         shardings = describe(jax.tree_util.tree_map(lambda x: x.sharding, params))
         q_path = next(p for p in flat if p.endswith("q_proj/kernel"))
         q_leaf = _flat(params)[q_path]
@@ -199,12 +129,12 @@ def _multi_device_report(kind: str) -> dict:
     return report
 
 
-def _run_subprocess(kind: str) -> dict:
+def _run_subprocess() -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, __file__, kind], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     # XLA's warning when the rules force it to replicate activations between layouts (see DEFAULT_RULES)
@@ -230,15 +160,8 @@ def _check_report(report: dict) -> None:
     assert dp["q_shard_shape"] == dp["q_global_shape"]
 
 
-def test_sharded_matches_single_device_standin():
-    _check_report(_run_subprocess("standin"))
-
-
 def test_sharded_matches_single_device_qwen2():
-    reason = _qwen2_available()
-    if reason is not None:
-        pytest.skip(f"probsig_jax.models.qwen2 not importable ({reason})")
-    _check_report(_run_subprocess("qwen2"))
+    _check_report(_run_subprocess())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,8 +176,7 @@ def _specs(shapes: dict, mesh=MESH_222, rules=DEFAULT_RULES) -> dict:
 
 
 def test_rules_match_qwen2_paths():
-    model = TinyLM(rngs=nnx.Rngs(0))
-    _, params, _ = split_model(model)
+    _, params, _ = split_model(_build_model(0))
     got = {k: v for k, v in _flat(partition_specs(params, MESH_222)).items()}
     assert got["embed_tokens/embedding"] == P(("tensor", "fsdp"))
     assert got["lm_head/kernel"] == P("fsdp", "tensor")
@@ -369,9 +291,6 @@ def test_next_token_loss_masking_matches_numpy():
     assert got.dtype == jnp.float32
     assert next_token_loss(jnp.asarray(logits, jnp.bfloat16), tokens, mask).dtype == jnp.float32
     assert float(next_token_loss(logits, tokens, np.zeros((n, t)))) == 0.0
-    if _qwen2_available() is None:  # the model package's own loss uses the same convention
-        from probsig_jax.models.qwen2.model import next_token_loss as qwen2_loss
-        np.testing.assert_allclose(float(qwen2_loss(logits, tokens, mask)), expected, rtol=1e-5)
 
 
 def test_schedule_warmup_then_cosine():
@@ -397,7 +316,7 @@ def test_single_device_step_metrics_and_clipping():
     grad_norms, first_mu = {}, {}
     for clip in (1e-3, 1e3):
         cfg = LMTrainConfig(learning_rate=1e-2, warmup_steps=1, total_steps=5, grad_clip_norm=clip, b1=0.9)
-        losses, lrs, norms, _, _, params, opt_state = run_steps("standin", mesh, steps=2, cfg=cfg)
+        losses, lrs, norms, _, _, params, opt_state = run_steps(mesh, steps=2, cfg=cfg, apply_fn=apply_without_mask)
         assert all(np.isfinite(losses)) and losses[0] > 0
         np.testing.assert_allclose(lrs, [float(make_lm_schedule(cfg)(i)) for i in range(2)], rtol=1e-6)
         assert params["layers"][0]["self_attn"]["q_proj"]["kernel"][...].dtype == jnp.float32
@@ -415,8 +334,8 @@ def test_single_device_step_metrics_and_clipping():
 
 def test_init_sharded_model_equals_split_model():
     mesh = make_mesh()
-    graphdef, params, rest, p_sh = init_sharded_model(lambda: TinyLM(rngs=nnx.Rngs(3)), mesh)
-    _, expected, _ = split_model(TinyLM(rngs=nnx.Rngs(3)))
+    graphdef, params, rest, p_sh = init_sharded_model(lambda: _build_model(3), mesh)
+    _, expected, _ = split_model(_build_model(3))
     got, want = _flat(params), _flat(expected)
     assert sorted(got) == sorted(want)
     for k in want:
@@ -425,7 +344,7 @@ def test_init_sharded_model_equals_split_model():
         assert got[k].sharding.spec == _flat(p_sh)[k].spec
     assert all(leaf.sharding.mesh == mesh for leaf in got.values())
     tokens = np.zeros((2, 5), np.int32)
-    assert nnx.merge(graphdef, params, rest)(tokens).shape == (2, 5, 64)
+    assert nnx.merge(graphdef, params, rest)(tokens).shape == (2, 5, TINY.vocab_size)
 
 
 def test_batch_sharding_spec():
@@ -433,18 +352,13 @@ def test_batch_sharding_spec():
     assert batch_sharding(mesh).spec == P(("data", "fsdp"), None)
 
 
-if __name__ == "__main__":
-    print(json.dumps(_multi_device_report(sys.argv[1] if len(sys.argv) > 1 else "standin")))
 
 
 def test_prefix_apply_gives_the_same_loss_and_gradients():
     """Running a causal model on tokens[:, :-1] gives the loss and gradients of the full-length run."""
-    from probsig_jax.models.qwen2 import PRESETS, Qwen2LM
-    from probsig_jax.train_lm import apply_prefix_with_attention_mask, apply_with_attention_mask
-
-    model = Qwen2LM(PRESETS["tiny"], rngs=nnx.Rngs(0))
+    model = _build_model(0)
     rng = np.random.default_rng(0)
-    tokens = jnp.asarray(rng.integers(0, PRESETS["tiny"].vocab_size, size=(3, 9)))
+    tokens = jnp.asarray(rng.integers(0, TINY.vocab_size, size=(3, 9)))
     mask = jnp.asarray(np.array([[1] * 9, [0, 0] + [1] * 7, [1] * 6 + [0] * 3]))
     with jax.default_matmul_precision("highest"):
         losses, grads = [], []
@@ -457,3 +371,7 @@ def test_prefix_apply_gives_the_same_loss_and_gradients():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError):
         next_token_loss(jnp.zeros((3, 5, 7)), tokens)
+
+
+if __name__ == "__main__":   # the multi-device half of the parity test, run by _run_subprocess
+    print(json.dumps(_multi_device_report()))
