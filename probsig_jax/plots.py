@@ -34,7 +34,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from probsig_jax.validation import ConfigError, require  # noqa: E402
 
 __all__ = [
-    "plot_loss_curves",
+    "plot_curves",
     "plot_relative_errors",
     "plot_similarity_heatmaps",
     "plot_similarity_scatter",
@@ -113,34 +113,39 @@ def _snapshot_indices(T: int, max_shown: int = MAX_SNAPSHOTS) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def plot_loss_curves(
+def plot_curves(
     path: str | os.PathLike,
     curves: dict[str, tuple[np.ndarray, np.ndarray]],
     *,
     xlabel: str = "t = step × lr",
     ylabel: str = "loss",
     logy: bool = True,
+    logx: bool = False,
+    marker: str | None = None,
     vline: float | None = None,
     vline_label: str | None = None,
 ) -> Path:
-    """Loss against time, one line per entry.
+    """One line per entry (loss, accuracy or alignment against time, or a metric against a swept value).
 
     Args:
         path: output PNG.
-        curves: ``label -> (t, loss)`` with ``t`` and ``loss`` 1-D of equal length.
+        curves: ``label -> (x, y)`` with ``x`` and ``y`` 1-D of equal length.
         xlabel, ylabel: axis labels.
-        logy: logarithmic y axis.
+        logy, logx: logarithmic axes (``logx`` e.g. for a sweep over initialisation scales).
+        marker: matplotlib marker at every point (e.g. ``"o"`` for a sweep), none by default.
         vline: optional x position of a dashed vertical marker (e.g. a phase change).
         vline_label: legend label for the marker.
     """
     data = _xy_curves(curves, "curves")
     fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
     for label, (t, y) in data.items():
-        ax.plot(t, y, label=label, lw=1.5)
+        ax.plot(t, y, label=label, lw=1.5, marker=marker)
     if vline is not None:
         ax.axvline(float(vline), color="k", ls="--", lw=1.0, label=vline_label)
     if logy:
         ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
@@ -392,36 +397,4 @@ def plot_singular_values(
     ax.set_xlabel("t = step × lr")
     ax.set_ylabel("singular value")
     ax.grid(True, which="both", alpha=0.3)
-    return _save(fig, path)
-
-
-def plot_sweep(
-    path: str | os.PathLike,
-    x: np.ndarray,
-    series: dict[str, np.ndarray],
-    *,
-    xlabel: str,
-    ylabel: str,
-    logx: bool = False,
-) -> Path:
-    """Several quantities against one swept parameter (markers at the swept values).
-
-    Args:
-        path: output PNG.
-        x: (n,) swept values.
-        series: ``label -> (n,)`` values at ``x``.
-        xlabel, ylabel: axis labels.
-        logx: logarithmic x axis (e.g. for initialisation scales).
-    """
-    xs = _array(x, "x", 1)
-    data = _xy_curves({k: (xs, v) for k, v in series.items()}, "series")
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
-    for label, (t, y) in data.items():
-        ax.plot(t, y, marker="o", lw=1.5, label=label)
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
     return _save(fig, path)

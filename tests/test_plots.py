@@ -25,7 +25,7 @@ def _assert_png(result: Path, expected: Path) -> None:
 def test_loss_curves(tmp_path):
     t = np.linspace(0.0, 5.0, 50)
     out = tmp_path / "loss.png"
-    res = plots.plot_loss_curves(
+    res = plots.plot_curves(
         str(out),
         {"train": (t, np.exp(-t) + 1e-3), "theory": (t, np.exp(-1.1 * t) + 1e-3)},
         vline=2.0,
@@ -37,11 +37,32 @@ def test_loss_curves(tmp_path):
 def test_loss_curves_creates_parent_and_overwrites(tmp_path):
     t = np.arange(5.0)
     out = tmp_path / "sub" / "dir" / "loss.png"
-    plots.plot_loss_curves(out, {"a": (t, t + 1)}, logy=False)
+    plots.plot_curves(out, {"a": (t, t + 1)}, logy=False)
     first = out.read_bytes()
-    plots.plot_loss_curves(out, {"a": (t, t + 1), "b": (t, 2 * t + 1)}, logy=False)
+    plots.plot_curves(out, {"a": (t, t + 1), "b": (t, 2 * t + 1)}, logy=False)
     _assert_png(out, out)
     assert out.read_bytes() != first
+
+
+def test_curves_as_a_sweep_plot(tmp_path, monkeypatch):
+    """logx + markers (the init-scale sweep): the axis really is logarithmic and every point is marked."""
+    import matplotlib.pyplot as plt
+
+    seen = {}
+    real_save = plots._save
+
+    def spy(fig, path):
+        ax = fig.axes[0]
+        seen["xscale"], seen["markers"] = ax.get_xscale(), [line.get_marker() for line in ax.get_lines()]
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    scales = np.array([1e-3, 1e-2, 1e-1, 1.0])
+    out = plots.plot_curves(tmp_path / "sweep.png", {"ffn": (scales, [0.6, 0.62, 0.7, 0.3])}, xlabel="init scale",
+                            ylabel="Pearson", logy=False, logx=True, marker="o")
+    _assert_png(out, tmp_path / "sweep.png")
+    assert seen == {"xscale": "log", "markers": ["o"]}
+    plt.close("all")
 
 
 def test_relative_errors(tmp_path):
@@ -114,7 +135,7 @@ def test_singular_values(tmp_path):
 @pytest.mark.parametrize(
     "call, field",
     [
-        (lambda p: plots.plot_loss_curves(p, {}), "curves"),
+        (lambda p: plots.plot_curves(p, {}), "curves"),
         (lambda p: plots.plot_similarity_heatmaps(p, {"a": np.ones((3, 4))}), "matrices"),
         (lambda p: plots.plot_similarity_heatmaps(p, {"a": np.eye(3)}, ["x"]), "tick_labels"),
         (lambda p: plots.plot_projection_trajectory(p, np.zeros((2, 3, 3)), np.arange(2.0), ["a"] * 3), "projections"),

@@ -198,9 +198,9 @@ def write_ffn_report(result: FFNResult, out_dir: Path) -> list[Path]:
     labels = [str(k) for k in keys]
     first = {r.name: r for r in result.runs if r.init_scale == cfg.init_scale[0]}
     ffn, lin = first["ffn"], first["linear"]
-    figs = [plots.plot_loss_curves(out_dir / "loss.png", {f"{r.name}": (r.steps, r.loss) for r in (ffn, lin)},
+    figs = [plots.plot_curves(out_dir / "loss.png", {f"{r.name}": (r.steps, r.loss) for r in (ffn, lin)},
                                    xlabel="step", logy=True)]
-    figs.append(plots.plot_loss_curves(
+    figs.append(plots.plot_curves(
         out_dir / "accuracy.png",
         {f"{r.name} {split}": (r.steps, acc) for r in (ffn, lin) for split, acc in r.accuracy.items()},
         xlabel="step", ylabel="accuracy", logy=False))
@@ -219,7 +219,7 @@ def write_ffn_report(result: FFNResult, out_dir: Path) -> list[Path]:
     proj = np.stack([pca_projection(v, 2, basis_from=vecs[-1])[0] for v in vecs])
     figs.append(plots.plot_projection_trajectory(out_dir / "key_projection.png", proj, ffn.steps[snapshots], labels,
                                                  title="FFN key embeddings, PCA basis of the final embeddings"))
-    figs.append(plots.plot_loss_curves(
+    figs.append(plots.plot_curves(
         out_dir / "alignment_over_time.png",
         {f"{r.name} {m}": (r.steps[np.asarray(r.alignment_over_time["record_index"])],
                            np.asarray(r.alignment_over_time[m], dtype=float))
@@ -233,8 +233,9 @@ def write_ffn_report(result: FFNResult, out_dir: Path) -> list[Path]:
             series[f"{name}: Pearson"] = np.array([r.alignment_final["pearson"] for r in rs])
             split = "test_held_out" if "test_held_out" in rs[0].accuracy else "train"
             series[f"{name}: {split} accuracy"] = np.array([r.accuracy[split][-1] for r in rs])
-        figs.append(plots.plot_sweep(out_dir / "init_scale_sweep.png", scales, series, xlabel="init scale",
-                                     ylabel="alignment (Pearson) / accuracy", logx=True))
+        figs.append(plots.plot_curves(out_dir / "init_scale_sweep.png", {k: (scales, v) for k, v in series.items()},
+                                           xlabel="init scale", ylabel="alignment (Pearson) / accuracy", logy=False,
+                                           logx=True, marker="o"))
     np.savez_compressed(out_dir / "arrays.npz", keys=keys, signature_similarity=result.signature_sim,
                         **{f"E_{r.name}_init{r.init_scale:g}_final": r.E[-1] for r in result.runs})
     return figs

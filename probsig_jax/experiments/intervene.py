@@ -165,7 +165,7 @@ def write_intervention_report(result: InterventionResult, out_dir: Path) -> list
     keys = b.keys
     labels = [str(k) for k in keys]
     t = result.metrics["compare_time"]
-    figs = [plots.plot_loss_curves(out_dir / "loss.png", {"baseline (gradient descent)": (b.times, b.losses["gradient descent"]),
+    figs = [plots.plot_curves(out_dir / "loss.png", {"baseline (gradient descent)": (b.times, b.losses["gradient descent"]),
                                                           "edited (gradient descent)": (e.times, e.losses["gradient descent"])},
                                    logy=False, vline=t, vline_label="comparison time")]
     span = max(float(np.max(np.abs(m))) for m in (*result.delta_predicted.values(), result.delta_measured)) or 1.0
@@ -189,7 +189,7 @@ def write_intervention_report(result: InterventionResult, out_dir: Path) -> list
                                                                e.config.positional)},
         labels, title="key tokens: signature vs embedding cosine similarity"))
     ot = result.metrics["delta_correlation_over_time"]
-    figs.append(plots.plot_loss_curves(
+    figs.append(plots.plot_curves(
         out_dir / "delta_correlation_over_time.png",
         {"Pearson(measured, closed form)": (np.asarray(ot["time"]), np.asarray(ot["closed_form"])),
          "Pearson(measured, Delta signature)": (np.asarray(ot["time"]), np.asarray(ot["signature"]))},

@@ -144,7 +144,7 @@ def write_linear_report(result: LinearTheoryResult, out_dir: Path) -> list[Path]
     E_cf, U_cf = result.trajectories["closed_form"]
     early = result.early_index
     figs = []
-    figs.append(plots.plot_loss_curves(out_dir / "loss.png", {k: (times, v) for k, v in result.losses.items()},
+    figs.append(plots.plot_curves(out_dir / "loss.png", {k: (times, v) for k, v in result.losses.items()},
                                        logy=False, vline=m["escape_time_predicted"], vline_label="predicted escape"))
     figs.append(plots.plot_relative_errors(
         out_dir / "relative_error.png", {k: (times[1:], v[1:]) for k, v in result.rel_err.items()}, threshold=0.02,
@@ -176,7 +176,7 @@ def write_linear_report(result: LinearTheoryResult, out_dir: Path) -> list[Path]
     figs.append(plots.plot_singular_values(out_dir / "singular_values.png", times,
                                            {"gradient descent": sv_gd, "closed form": sv_cf}))
     aot = m["alignment_over_time"]
-    figs.append(plots.plot_loss_curves(
+    figs.append(plots.plot_curves(
         out_dir / "alignment_over_time.png",
         {name: (np.asarray(aot["time"]), np.asarray(aot[name], dtype=float))
          for name in ("pearson", "spearman", "topk_overlap", "strong_pair_precision")},
