@@ -12,14 +12,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_linear_theory_benchmark_quick(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "linear_theory.py"), "--quick",
-                           "--vocab-sizes", "64", "--out", str(out)], capture_output=True, text=True, timeout=600)
+def run_quick(script: str, out: Path, *args: str) -> dict:
+    """Run ``benchmarks/<script> --quick`` into ``out``; its JSON result, with provenance."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--quick", *args, "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert result["benchmark"] == "linear_theory" and result["provenance"]
+    assert result["benchmark"] == Path(script).stem and result["provenance"]
+    return result
+
+
+@pytest.mark.slow
+def test_linear_theory_benchmark_quick(tmp_path):
+    result = run_quick("linear_theory.py", tmp_path / "bench.json", "--vocab-sizes", "64")
     row = result["results"][0]
     assert row["vocab_size"] == 64
     assert "closed_form_vs_gd_speedup" in result["summary"]
@@ -27,12 +32,7 @@ def test_linear_theory_benchmark_quick(tmp_path):
 
 @pytest.mark.slow
 def test_qwen2_train_step_benchmark_quick(tmp_path):
-    out = tmp_path / "qwen2.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "qwen2_train_step.py"), "--quick",
-                           "--device", "cpu", "--out", str(out)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(out.read_text())
-    assert result["benchmark"] == "qwen2_train_step" and result["provenance"]
+    result = run_quick("qwen2_train_step.py", tmp_path / "qwen2.json", "--device", "cpu")
     summary = result["summary"]
     assert summary["preset"] == "tiny" and summary["ours_tokens_per_s"] > 0 and summary["ours_compile_s"] > 0
     runners = {r["name"]: r for r in result["runners"]}
