@@ -12,6 +12,7 @@ rate eta it approximates the gradient flow at ``t = k * eta``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -129,10 +130,9 @@ def train(model: nnx.Module, dataset: Dataset, config: TrainConfig, *,
         updates, opt_state = tx.update(grads, opt_state, state)
         return (optax.apply_updates(state, updates), opt_state, key), None
 
-    @jax.jit
+    @functools.partial(jax.jit, static_argnums=3)
     def run_chunk(state, opt_state, key, n_steps):
-        del n_steps  # static length carried by the scan below
-        (state, opt_state, key), _ = jax.lax.scan(step, (state, opt_state, key), None, length=config.record_every)
+        (state, opt_state, key), _ = jax.lax.scan(step, (state, opt_state, key), None, length=n_steps)
         return state, opt_state, key
 
     @jax.jit
@@ -162,10 +162,9 @@ def train(model: nnx.Module, dataset: Dataset, config: TrainConfig, *,
                                          f"lower learning_rate (now {config.learning_rate})")
             bar.update(config.record_every)
             bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-        for _ in range(rest):  # a final partial chunk, one step at a time
-            (state, opt_state, key), _ = jax.jit(step)((state, opt_state, key), None)
-            bar.update(1)
-        if rest:
+        if rest:  # a final partial chunk
+            state, opt_state, key = run_chunk(state, opt_state, key, rest)
+            bar.update(rest)
             log(config.steps, state)
 
     steps_arr = np.asarray(rec_steps)
