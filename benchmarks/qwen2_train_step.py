@@ -68,10 +68,13 @@ H100_DENSE_BF16_TFLOPS = 989.0   # per GPU, dense (no sparsity); H200: same comp
 TARGET_RATIO = 1.0               # CPU target: ours >= 1.0x the PyTorch reference (every attention variant)
 
 DEFAULTS = {  # per device: preset, batch, seq, dtype, warmup, rounds, steps per round
-    "cpu": dict(preset="small", batch=8, seq=256, dtype="float32", warmup=3, rounds=4, steps=5),
+    "cpu": dict(preset="small", batch=8, seq=256, dtype="float32", warmup=3, rounds=4, steps=5,
+                ours_attention=None, torch_attention="eager,sdpa"),
     # GPU: batch is per GPU (times jax.device_count() unless --batch is given)
-    "gpu": dict(preset="qwen2.5-0.5b", batch=4, seq=2048, dtype="bfloat16", warmup=3, rounds=3, steps=10),
-    "quick": dict(preset="tiny", batch=4, seq=32, dtype="float32", warmup=1, rounds=2, steps=2),
+    "gpu": dict(preset="qwen2.5-0.5b", batch=4, seq=2048, dtype="bfloat16", warmup=3, rounds=3, steps=10,
+                ours_attention="cudnn,xla", torch_attention="sdpa"),
+    "quick": dict(preset="tiny", batch=4, seq=32, dtype="float32", warmup=1, rounds=2, steps=2,
+                  ours_attention=None, torch_attention="eager,sdpa"),
 }
 
 
@@ -97,15 +100,22 @@ def parse_args(argv):
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
                    help="compute dtype (parameters and optimiser state stay float32; torch: autocast)")
     p.add_argument("--ours-attention", default=None,
-                   help="comma list of our attention_impl values to time (xla, reference); default: the preset's")
+                   help="comma list of our attention_impl values to time (xla, cudnn, reference); default: cudnn,xla on "
+                        "a GPU, the preset's (xla) otherwise")
     p.add_argument("--sliced-head", action="store_true",
                    help="also time each of ours with the output projection applied to positions 0..T-2 only "
                         "(a custom apply_fn/loss_fn through train_lm's public hooks; a proposed optimisation, "
                         "not the library default)")
-    p.add_argument("--prefix", action="store_true",
-                   help="also time each of ours with train_lm.apply_prefix_with_attention_mask (the model run on "
-                        "tokens[:, :-1]: same loss and gradients, no work for the last position)")
-    p.add_argument("--torch-attention", default="eager,sdpa", help="comma list of HF attn_implementation values")
+    p.add_argument("--full-logits", action="store_true",
+                   help="also time each of ours with the model run on all T positions (train_lm.apply_without_mask / "
+                        "apply_with_attention_mask; the loss slices the logits) instead of the library default, "
+                        "the model run on tokens[:, :-1] (train_lm.apply_prefix: same loss and gradients, no "
+                        "work for the last position and no slice of the (N, T, V) logits)")
+    p.add_argument("--padding-mask", action=argparse.BooleanOptionalAction, default=False,
+                   help="pass an (all-ones) attention mask to both frameworks, as a padded batch would (ours: "
+                        "apply_prefix_with_attention_mask, an explicit (T, T) mask); default: packed sequences, plain "
+                        "causal attention (ours: the library's default apply_without_mask; torch: no mask)")
+    p.add_argument("--torch-attention", default=None, help="comma list of HF attn_implementation values (default: eager,sdpa on CPU, sdpa on GPU)")
     p.add_argument("--no-torch", action="store_true", help="time ours only")
     p.add_argument("--torch-adamw", default="default", choices=("default", "foreach", "fused"),
                    help="torch.optim.AdamW implementation (default: torch's choice, the for-loop one on CPU)")
@@ -121,6 +131,9 @@ def parse_args(argv):
     p.add_argument("--breakdown-repeats", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="per-device peak for MFU (default: 989 = H100 dense bf16, for bfloat16 on a GPU)")
+    p.add_argument("--host-init", action=argparse.BooleanOptionalAction, default=None,
+                   help="initialise our model eagerly on the host CPU and then place it (default: on for a GPU, "
+                        "where compiling the jitted init of qwen2.5-0.5b took 2.4 min on an H200)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="CI smoke run: tiny preset, N=4, T=32, few steps")
@@ -141,6 +154,8 @@ def parse_args(argv):
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.host_init is None:
+        args.host_init = platform == "gpu"
     if args.breakdown is None:
         args.breakdown = platform == "cpu" and not args.quick
     for name in ("batch", "seq", "rounds", "steps"):
@@ -193,7 +208,7 @@ class Runner:
         return time.perf_counter() - tic
 
 
-def sliced_head_fns():
+def sliced_head_fns(padding_mask: bool):
     """``(apply_fn, loss_fn)`` for make_sharded_train_step that project only the hidden states of positions
     0..T-2 (the ones with a next token) to the vocabulary: the step never builds, slices or pads the
     (N, T, V) logits (the model's own full logits are computed but unused, and XLA drops them)."""
@@ -201,7 +216,7 @@ def sliced_head_fns():
     import optax
 
     def apply_fn(model, tokens_NxT, mask_NxT):
-        _, hidden = model(tokens_NxT, mask_NxT, return_hidden_states=True)
+        _, hidden = model(tokens_NxT, mask_NxT if padding_mask else None, return_hidden_states=True)
         x_NxT1xH = hidden[-1][:, :-1]                        # final-normed hidden states, positions 0..T-2
         w_VxH = model.output_embeddings().astype(x_NxT1xH.dtype)
         return jnp.einsum("nth,vh->ntv", x_NxT1xH, w_VxH).astype(jnp.float32)
@@ -215,27 +230,39 @@ def sliced_head_fns():
     return apply_fn, loss_fn
 
 
-def make_ours(config, attention: str, args, mesh, tokens, mask, lm_cfg, variant: str = "full") -> Runner:
+def make_ours(config, attention: str, args, mesh, tokens, mask, lm_cfg, variant: str = "library") -> Runner:
     from flax import nnx
 
     from probsig_jax.models.qwen2 import Qwen2LM
     from probsig_jax.sharding import batch_sharding, init_opt_state, opt_state_shardings
     from probsig_jax.losses import next_token_loss
-    from probsig_jax.train_lm import (apply_prefix_with_attention_mask, apply_with_attention_mask,
-                                      init_sharded_model, make_lm_optimizer, make_lm_schedule,
+    from probsig_jax.train_lm import (apply_prefix, apply_prefix_with_attention_mask, apply_with_attention_mask,
+                                      apply_without_mask, init_sharded_model, make_lm_optimizer, make_lm_schedule,
                                       make_sharded_train_step)
 
     config = config.replace(attention_impl=attention)
     tic = time.perf_counter()
-    graphdef, params, rest, p_sh = init_sharded_model(lambda: Qwen2LM(config, rngs=nnx.Rngs(args.seed)), mesh)
+    if args.host_init:  # build on the host CPU, then place: jit-compiling the init for a GPU took 2.4 min
+        from probsig_jax.sharding import parameter_shardings, replicated, shard_state
+        from probsig_jax.train_lm import split_model
+        with jax.default_device(jax.devices("cpu")[0]):
+            graphdef, params, rest = split_model(Qwen2LM(config, rngs=nnx.Rngs(args.seed)))
+        p_sh = parameter_shardings(params, mesh)
+        params = shard_state(params, p_sh)
+        rest = jax.device_put(rest, replicated(mesh))
+    else:
+        graphdef, params, rest, p_sh = init_sharded_model(lambda: Qwen2LM(config, rngs=nnx.Rngs(args.seed)), mesh)
     optimizer = make_lm_optimizer(lm_cfg)
     o_sh = opt_state_shardings(optimizer, params, mesh)
     opt_state = init_opt_state(optimizer, params, o_sh)
     jax.block_until_ready((params, opt_state))
     init_s = time.perf_counter() - tic
-    apply_fn, loss_fn = {"full": (apply_with_attention_mask, next_token_loss),
-                         "sliced head": sliced_head_fns(),
-                         "prefix": (apply_prefix_with_attention_mask, next_token_loss)}[variant]
+    if variant == "sliced head":
+        apply_fn, loss_fn = sliced_head_fns(args.padding_mask)
+    elif variant == "full logits":
+        apply_fn, loss_fn = (apply_with_attention_mask if args.padding_mask else apply_without_mask), next_token_loss
+    else:  # the library default (make_sharded_train_step's apply_fn), or its masked twin
+        apply_fn, loss_fn = (apply_prefix_with_attention_mask if args.padding_mask else apply_prefix), next_token_loss
     step = make_sharded_train_step(graphdef, optimizer, mesh, p_sh, o_sh, rest=rest,
                                    lr_schedule=make_lm_schedule(lm_cfg), apply_fn=apply_fn, loss_fn=loss_fn)
     batch = batch_sharding(mesh)
@@ -260,7 +287,7 @@ def make_ours(config, attention: str, args, mesh, tokens, mask, lm_cfg, variant:
     fwd, fwd_bwd = jax.jit(loss_of), jax.jit(jax.value_and_grad(loss_of))
     setup = {"init_s": init_s, "trace_s": trace_s, "compile_s": compile_s, "attention_impl": attention,
              "variant": variant}
-    name = f"ours ({attention}{'' if variant == 'full' else ', ' + variant})"
+    name = f"ours ({attention}{'' if variant == 'library' else ', ' + variant})"
     return Runner(name, "jax", attention, run,
                   forward=lambda: jax.block_until_ready(fwd(state["params"])),
                   forward_backward=lambda: jax.block_until_ready(fwd_bwd(state["params"])), setup=setup)
@@ -300,9 +327,10 @@ def make_torch(config, attention: str, args, tokens, mask, lm_cfg, checkpoint: s
                                   lr=float(lrs[0]), betas=(lm_cfg.b1, lm_cfg.b2), eps=lm_cfg.eps, **impl)
     init_s = time.perf_counter() - tic
     ids = torch.as_tensor(tokens, dtype=torch.long, device=device)
-    attn_mask = torch.as_tensor(mask, dtype=torch.long, device=device)
-    prev = torch.cat([torch.zeros_like(attn_mask[:, :1]), attn_mask[:, :-1]], dim=1)
-    labels = torch.where((attn_mask > 0) & (prev > 0), ids, torch.full_like(ids, -100))  # HF shifts them
+    mask_t = torch.as_tensor(mask, dtype=torch.long, device=device)
+    prev = torch.cat([torch.zeros_like(mask_t[:, :1]), mask_t[:, :-1]], dim=1)
+    labels = torch.where((mask_t > 0) & (prev > 0), ids, torch.full_like(ids, -100))  # HF shifts them
+    attn_mask = mask_t if args.padding_mask else None
     autocast = (torch.autocast(device_type=device, dtype=torch.bfloat16) if args.dtype == "bfloat16"
                 else contextlib.nullcontext())
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -402,6 +430,8 @@ def main(argv=None) -> dict:
     base = PRESETS[args.preset].replace(dtype=args.dtype)
     ours_attention = args.ours_attention.split(",") if args.ours_attention else [base.attention_impl]
     torch_attention = [] if args.no_torch else [a for a in args.torch_attention.split(",") if a]
+    if "cudnn" in ours_attention and (platform != "gpu" or args.dtype != "bfloat16"):
+        raise SystemExit("--ours-attention cudnn needs a GPU and --dtype bfloat16")
     mesh = make_mesh(data=args.data, fsdp=args.fsdp, tensor=args.tensor)
     # Long enough that no timed step reaches the end of the schedule; warmup 10 as in a real run.
     total = args.warmup + args.rounds * (args.steps + 1) + 2 * args.breakdown_repeats + 20
@@ -451,7 +481,7 @@ def main(argv=None) -> dict:
             log(f"torch reference skipped: {torch_info['skipped']}")
 
     runners: list[Runner] = []
-    variants = ["full"] + (["sliced head"] if args.sliced_head else []) + (["prefix"] if args.prefix else [])
+    variants = ["library"] + (["full logits"] if args.full_logits else []) + (["sliced head"] if args.sliced_head else [])
     for variant in variants:
         for attention in ours_attention:
             r = make_ours(base, attention, args, mesh, tokens, mask, lm_cfg, variant=variant)

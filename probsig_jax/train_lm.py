@@ -139,6 +139,13 @@ def apply_with_attention_mask(model: nnx.Module, tokens_NxT: jax.Array, mask_NxT
     return model(tokens_NxT, mask_NxT)
 
 
+def apply_prefix(model: nnx.Module, tokens_NxT: jax.Array, mask_NxT: jax.Array) -> jax.Array:
+    """Logits (N, T - 1, V) of a causal model run on ``tokens[:, :-1]`` without a padding mask (packed
+    sequences): :func:`apply_without_mask`'s loss and gradients without computing the last position."""
+    del mask_NxT
+    return model(tokens_NxT[:, :-1])
+
+
 def apply_prefix_with_attention_mask(model: nnx.Module, tokens_NxT: jax.Array, mask_NxT: jax.Array) -> jax.Array:
     """Logits (N, T - 1, V) of a causal model run on ``tokens[:, :-1]``: the same logits the loss uses, without
     computing the last position (whose prediction has no target). Same loss and gradients as
@@ -169,7 +176,7 @@ def make_sharded_train_step(
     *,
     rest: nnx.State | None = None,
     lr_schedule: optax.Schedule | None = None,
-    apply_fn: Callable[[nnx.Module, jax.Array, jax.Array], jax.Array] = apply_without_mask,
+    apply_fn: Callable[[nnx.Module, jax.Array, jax.Array], jax.Array] = apply_prefix,
     loss_fn: Callable[[jax.Array, jax.Array, jax.Array], jax.Array] = next_token_loss,
     donate: bool = True,
 ) -> Callable[..., tuple[Any, Any, dict[str, jax.Array]]]:
@@ -180,8 +187,11 @@ def make_sharded_train_step(
     donated (their buffers are reused; do not read the inputs after the call). Token and mask
     batches are (N, T) with N divisible by ``data * fsdp``; they are sharded on entry.
     ``rest`` is the non-trainable state from :func:`split_model` (constant in the step).
-    ``apply_fn(model, tokens, mask) -> logits``: the default calls ``model(tokens)`` (a causal model
-    needs no mask for right padding); :func:`apply_with_attention_mask` passes the mask too.
+    ``apply_fn(model, tokens, mask) -> logits`` (N, T, V) or (N, T - 1, V): the default,
+    :func:`apply_prefix`, runs the model on ``tokens[:, :-1]`` without a mask (packed sequences, or
+    right padding, which a causal model never attends to from real positions); it measured 18 % faster
+    than running all T positions and slicing the logits (``benchmarks/qwen2_train_step.py --full-logits``).
+    :func:`apply_prefix_with_attention_mask` passes the mask too (left padding).
     ``metrics``: ``loss`` (before the update), ``grad_norm`` (global norm before clipping) and
     ``lr`` (the rate used by this update, from ``lr_schedule`` and the optimiser's step count;
     NaN without a schedule), all replicated scalars.

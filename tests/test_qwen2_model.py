@@ -204,6 +204,33 @@ def test_xla_and_reference_attention_agree(kv_heads):
         model(ids, attention_impl="flash")
 
 
+@pytest.mark.parametrize("impl", ["xla", "reference"])
+def test_no_mask_is_plain_causal_attention(impl):
+    """model(ids) (is_causal, no (T, T) mask built) equals model(ids, all-ones mask) (explicit mask)."""
+    model = randomised(TEST_CONFIG)
+    ids = tokens(2, 9)
+    np.testing.assert_allclose(model(ids, attention_impl=impl), model(ids, jnp.ones_like(ids), attention_impl=impl),
+                               atol=1e-6)
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the CPU error message")
+def test_cudnn_attention_off_gpu_is_a_clear_error():
+    model = Qwen2LM(TEST_CONFIG.replace(dtype="bfloat16"), rngs=nnx.Rngs(0))
+    with pytest.raises(ConfigError, match="attention_impl.*needs a GPU"):
+        model(tokens(1, 4), attention_impl="cudnn")
+
+
+@pytest.mark.gpu
+def test_cudnn_attention_matches_xla_on_gpu():
+    """GPU only: cuDNN flash attention vs XLA, bfloat16, causal and padded (within bf16 rounding)."""
+    model = randomised(TEST_CONFIG.replace(dtype="bfloat16", num_attention_heads=2, num_key_value_heads=1,
+                                           head_dim=64))
+    ids = tokens(2, 128)
+    xla, cudnn = model(ids, attention_impl="xla"), model(ids, attention_impl="cudnn")
+    scale = float(jnp.abs(xla).max())
+    assert float(jnp.abs(cudnn - xla).max()) <= 0.02 * scale
+
+
 def test_bfloat16_compute_is_close_to_float32():
     """bfloat16 params and compute: logits within 5% of the float32 logit range (bf16 has ~3 significant digits)."""
     model32 = randomised(TEST_CONFIG)

@@ -25,7 +25,9 @@ from probsig_jax.validation import ConfigError, require, require_float, require_
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16")
-ATTENTION_IMPLS = ("xla", "reference")
+# "xla": jax.nn.dot_product_attention with XLA; "cudnn": the same call with cuDNN's fused (flash) kernel
+# (GPU only, bfloat16/float16); "reference": a plain einsum implementation.
+ATTENTION_IMPLS = ("xla", "cudnn", "reference")
 
 # HF keys that do not change the network (or that we check separately below); ignored quietly.
 _IGNORED_HF_KEYS = {

@@ -61,9 +61,14 @@ def apply_rotary(x_NxTxHxD: jax.Array, cos_NxTxD: jax.Array, sin_NxTxD: jax.Arra
 
 
 def reference_attention(q_NxTxQxD, k_NxSxKxD, v_NxSxKxD, mask_Nx1xTxS, scale: float) -> jax.Array:
-    """Plain einsum grouped-query attention (the readable reference for ``jax.nn.dot_product_attention``)."""
+    """Plain einsum grouped-query attention (the readable reference for ``jax.nn.dot_product_attention``).
+
+    ``mask_Nx1xTxS``: True where query t may attend to key s; ``None`` means causal (S = T).
+    """
     N, T, Q, D = q_NxTxQxD.shape
-    K = k_NxSxKxD.shape[2]
+    K, S = k_NxSxKxD.shape[2], k_NxSxKxD.shape[1]
+    if mask_Nx1xTxS is None:
+        mask_Nx1xTxS = jnp.tril(jnp.ones((T, S), dtype=bool))[None, None]
     q_NxTxKxGxD = q_NxTxQxD.reshape(N, T, K, Q // K, D)  # query head h uses kv head h // (Q // K), as HF repeat_kv
     scores_NxKxGxTxS = jnp.einsum("ntkgd,nskd->nkgts", q_NxTxKxGxD, k_NxSxKxD).astype(jnp.float32) * scale
     scores_NxKxGxTxS = jnp.where(mask_Nx1xTxS[:, :, None], scores_NxKxGxTxS, jnp.finfo(jnp.float32).min)
@@ -94,13 +99,19 @@ class Attention(nnx.Module):
         return q_NxTxQxD, k_NxTxKxD, v_NxTxKxD
 
     def attend(self, q_NxTxQxD, k_NxSxKxD, v_NxSxKxD, mask_Nx1xTxS, attention_impl: str) -> jax.Array:
-        """Attention of T queries over S keys (S = T, or a KV cache), then the output projection (N, T, H)."""
+        """Attention of T queries over S keys (S = T, or a KV cache), then the output projection (N, T, H).
+
+        ``mask_Nx1xTxS``: an explicit boolean mask, or ``None`` for plain causal attention (S = T), which
+        lets the fused kernels skip the masked half instead of reading a (T, S) mask.
+        """
         N, T = q_NxTxQxD.shape[:2]
         scale = self.head_dim ** -0.5
         if attention_impl == "reference":
             out_NxTxQxD = reference_attention(q_NxTxQxD, k_NxSxKxD, v_NxSxKxD, mask_Nx1xTxS, scale)
-        else:  # implementation=None: XLA today, cuDNN where JAX chooses it
-            out_NxTxQxD = jax.nn.dot_product_attention(q_NxTxQxD, k_NxSxKxD, v_NxSxKxD, mask=mask_Nx1xTxS, scale=scale)
+        else:
+            out_NxTxQxD = jax.nn.dot_product_attention(
+                q_NxTxQxD, k_NxSxKxD, v_NxSxKxD, mask=mask_Nx1xTxS, scale=scale,
+                is_causal=mask_Nx1xTxS is None, implementation=attention_impl)
         return self.o_proj(out_NxTxQxD.reshape(N, T, self.num_heads * self.head_dim))
 
     def __call__(self, x_NxTxH, cos_NxTxD, sin_NxTxD, mask_Nx1xTxT, attention_impl: str) -> jax.Array:
@@ -181,14 +192,18 @@ class Qwen2LM(nnx.Module):
         """
         impl = attention_impl or self.config.attention_impl
         require(impl in ATTENTION_IMPLS, "attention_impl", f"must be one of {', '.join(ATTENTION_IMPLS)}, got {impl!r}")
+        if impl == "cudnn":
+            require(jax.default_backend() == "gpu", "attention_impl",
+                    f"'cudnn' needs a GPU (JAX backend is {jax.default_backend()!r}); use 'xla' or 'reference'")
+            require(self.config.dtype == "bfloat16", "dtype",
+                    f"attention_impl 'cudnn' needs dtype 'bfloat16', got {self.config.dtype!r}")
         N, T = input_ids_NxT.shape
         if positions_NxT is None:
             positions_NxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (N, T))
-        mask_Nx1xTxT = jnp.tril(jnp.ones((T, T), dtype=bool))[None, None]
+        mask_Nx1xTxT = None  # no padding: plain causal attention, no (T, T) mask materialised
         if attention_mask_NxT is not None:
-            mask_Nx1xTxT = mask_Nx1xTxT & (jnp.asarray(attention_mask_NxT) > 0)[:, None, None, :]
-        else:
-            mask_Nx1xTxT = jnp.broadcast_to(mask_Nx1xTxT, (N, 1, T, T))
+            causal_1x1xTxT = jnp.tril(jnp.ones((T, T), dtype=bool))[None, None]
+            mask_Nx1xTxT = causal_1x1xTxT & (jnp.asarray(attention_mask_NxT) > 0)[:, None, None, :]
         cos_NxTxD, sin_NxTxD = rotary_cos_sin(positions_NxT, self.config.head_dim, self.config.rope_theta)
 
         x_NxTxH = self.embed_tokens(input_ids_NxT)
