@@ -1,15 +1,18 @@
 #!/usr/bin/env python
 """Tokens/s of one Qwen2 training step (forward + backward + clipped AdamW): ours vs PyTorch ``transformers``.
 
-**Ours**: :func:`probsig_jax.train_lm.make_sharded_train_step` (``apply_with_attention_mask``,
-:func:`~probsig_jax.losses.next_token_loss`, ``make_lm_optimizer``: ``clip_by_global_norm`` then AdamW
-with the warmup-cosine schedule, parameters and optimiser state donated), compiled ahead of time
-(tracing and XLA compilation are timed on their own and excluded from the step times), on a
-``(data, fsdp, tensor)`` mesh (default: all devices on ``data``).
+**Ours**: :func:`probsig_jax.train_lm.make_sharded_train_step` with its default ``apply_fn``
+(``apply_prefix``: the model on ``tokens[:, :-1]``, plain causal attention; ``--padding-mask`` uses
+``apply_prefix_with_attention_mask`` and gives torch the mask too), :func:`~probsig_jax.losses.next_token_loss`,
+``make_lm_optimizer`` (``clip_by_global_norm`` then AdamW with the warmup-cosine schedule, parameters and
+optimiser state donated), compiled ahead of time (tracing and XLA compilation are timed on their own and
+excluded from the step times), on a ``(data, fsdp, tensor)`` mesh (default: all devices on ``data``).
+On a GPU the defaults are ``qwen2.5-0.5b``, 4 x 2048 per GPU, bfloat16 compute, our cuDNN and XLA attention
+and torch sdpa, and the initial weights are built on the host (``--host-init``).
 
 **Reference**: ``transformers.Qwen2ForCausalLM`` built from the same config (``Qwen2Config.to_hf_dict()``),
 float32, with ``attn_implementation`` ``"eager"`` and ``"sdpa"``, loaded from *our* initial weights
-(:func:`~probsig_jax.models.qwen2.save_pretrained`), the same token batch and attention mask, the loss from
+(:func:`~probsig_jax.models.qwen2.save_pretrained`), the same token batch (and mask, with ``--padding-mask``), the loss from
 ``labels`` (HF shifts them; -100 where we mask), ``torch.nn.utils.clip_grad_norm_`` and ``torch.optim.AdamW``
 with the same hyperparameters (betas, eps, weight decay on matrices only, the same per-step learning rate
 from our schedule). ``torch.set_num_threads(os.cpu_count())``; XLA uses its default (one thread per core).
@@ -22,7 +25,8 @@ one untimed step (so a runner does not pay for the other framework's threads win
 them. Reported: median (and min) step time, tokens/s = batch * seq / median, and the ratio ours / each
 reference (> 1: ours is faster). ``--breakdown`` also times the forward pass alone (no gradients) and
 forward + backward (no update) for every runner. ``--ours-attention xla,reference`` times both of our
-attention implementations; ``--sliced-head`` adds rows for a proposed optimisation (the output projection
+attention implementations; ``--full-logits`` adds the step that runs the model on all T positions and
+slices the logits in the loss; ``--sliced-head`` adds rows for a proposed optimisation (the output projection
 applied to positions 0..T-2 only, through ``make_sharded_train_step``'s ``apply_fn``/``loss_fn`` hooks).
 The target and the ``ours_over_torch_*`` ratios always use the first, unmodified library step.
 
