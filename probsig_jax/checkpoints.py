@@ -1,0 +1,75 @@
+"""Training checkpoints with orbax: parameters, optimiser state and a JSON record, restored exactly.
+
+One checkpoint per saved step under ``directory/<step>/`` (orbax's ``CheckpointManager``, saved
+synchronously so a checkpoint is complete when :meth:`TrainCheckpointer.save` returns; orbax writes each
+step to a temporary directory and renames it, so an interrupted save never leaves a readable half
+checkpoint). The JSON record holds what a resumed run needs besides arrays: the step, the loss history
+and a fingerprint of the configuration, checked on restore so a run never resumes from another run's
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from probsig_jax.validation import ConfigError, require_int
+
+logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO through absl
+
+
+class TrainCheckpointer:
+    """Save and restore ``{"params", "opt_state"}`` pytrees plus a JSON ``record`` per step.
+
+    Args:
+      directory: where the step folders go (created if missing).
+      max_to_keep: how many of the most recent checkpoints to keep (>= 1).
+    """
+
+    def __init__(self, directory: str | Path, max_to_keep: int = 2):
+        require_int(max_to_keep, "keep_checkpoints", minimum=1)
+        self.directory = Path(directory).absolute()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False,
+                                               create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or ``None``."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, params: Any, opt_state: Any, record: dict[str, Any]) -> None:
+        """Write the checkpoint of ``step`` (blocks until it is on disk)."""
+        state = {"params": params, "opt_state": opt_state}
+        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        record=ocp.args.JsonSave(record)), force=True)
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, params_like: Any, opt_state_like: Any,
+                shardings: tuple[Any, Any] | None = None) -> tuple[Any, Any, dict[str, Any]]:
+        """``(params, opt_state, record)`` of ``step``, with the tree structure of ``params_like`` /
+        ``opt_state_like`` (arrays or ``ShapeDtypeStruct``s) and, if given, the ``(param, opt_state)``
+        shardings."""
+        if step not in self._manager.all_steps():
+            raise ConfigError("checkpoint", f"no checkpoint of step {step} in {self.directory} "
+                                            f"(have {self.all_steps()})")
+        like = {"params": params_like, "opt_state": opt_state_like}
+        if shardings is None:
+            abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+        else:
+            target = {"params": shardings[0], "opt_state": shardings[1]}
+            abstract = jax.tree_util.tree_map(
+                lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), like, target)
+        restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                      record=ocp.args.JsonRestore()))
+        return restored["state"]["params"], restored["state"]["opt_state"], dict(restored["record"])
+
+    def close(self) -> None:
+        self._manager.close()

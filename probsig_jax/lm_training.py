@@ -1,0 +1,212 @@
+"""The language-model training loop: the sharded train step over token windows, evaluation, checkpoints.
+
+:func:`train_language_model` runs :func:`probsig_jax.train_lm.make_sharded_train_step` on the batches of
+:class:`~probsig_jax.lm_data.TokenWindows` (a function of seed and step), evaluates every ``eval_every``
+steps (held-out loss plus whatever the caller's ``evaluate`` hook measures, e.g. the signature alignment of
+the embeddings), and checkpoints with orbax. Given a ``checkpoint_dir`` that already holds checkpoints of
+the same configuration, it resumes from the newest one and reproduces the uninterrupted run exactly (the
+step's arithmetic is deterministic on a CPU; the batches depend only on seed and step). A non-finite loss
+or gradient stops the run with :class:`TrainingDiverged`; checkpoints are only written while everything
+is finite, so the newest one is always the last good state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from probsig_jax.checkpoints import TrainCheckpointer
+from probsig_jax.lm_data import TokenWindows
+from probsig_jax.losses import next_token_loss
+from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM
+from probsig_jax.progress import progress_bar
+from probsig_jax.runs import to_jsonable
+from probsig_jax.sharding import batch_sharding, init_opt_state, make_mesh, opt_state_shardings
+from probsig_jax.train_lm import (LMTrainConfig, apply_prefix, init_sharded_model, make_lm_optimizer,
+                                  make_lm_schedule, make_sharded_train_step)
+from probsig_jax.validation import ConfigError, require, require_int
+
+
+@dataclass(frozen=True)
+class LMRunConfig:
+    """Batches, evaluation and checkpoint cadence of a language-model run (its length is
+    ``LMTrainConfig.total_steps``).
+
+    Attributes:
+      batch_size: sequences per step (>= 1; divisible by the mesh's data * fsdp size).
+      seq_len: tokens per sequence (>= 2).
+      eval_every: evaluate every this many steps (>= 1), and always before the first and after the last step.
+      eval_batches: number of fixed held-out batches for the evaluation loss (>= 1).
+      checkpoint_every: save a checkpoint every this many steps (>= 0; 0: only after the last step).
+      keep_checkpoints: number of most recent checkpoints kept on disk (>= 1).
+    """
+
+    batch_size: int = 16
+    seq_len: int = 128
+    eval_every: int = 50
+    eval_batches: int = 4
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+
+    def validate(self) -> "LMRunConfig":
+        require_int(self.batch_size, "batch_size", minimum=1)
+        require_int(self.seq_len, "seq_len", minimum=2)
+        require_int(self.eval_every, "eval_every", minimum=1)
+        require_int(self.eval_batches, "eval_batches", minimum=1)
+        require_int(self.checkpoint_every, "checkpoint_every", minimum=0)
+        require_int(self.keep_checkpoints, "keep_checkpoints", minimum=1)
+        return self
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite. ``history`` holds the curve up to that step,
+    ``last_good_step`` the newest checkpoint (``None`` if none was written)."""
+
+    def __init__(self, message: str, history: dict[str, list], last_good_step: int | None):
+        super().__init__(message)
+        self.history, self.last_good_step = history, last_good_step
+
+
+@dataclass
+class LMTrainingResult:
+    """What a run produced.
+
+    Attributes:
+      model: the trained :class:`Qwen2LM` (final parameters).
+      history: per step ``step`` (0-based update index), ``loss`` (training loss before that update),
+        ``grad_norm`` and ``lr``.
+      evals: one dict per evaluation: ``step`` (updates applied), ``eval_loss`` and the hook's metrics.
+      resumed_from: the checkpoint step the run resumed from, or ``None``.
+      checkpoint_dir: where checkpoints went (``None`` if none).
+    """
+
+    model: Qwen2LM
+    history: dict[str, list] = field(default_factory=dict)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
+    checkpoint_dir: Path | None = None
+
+
+def run_fingerprint(model_config: Qwen2Config, train: LMTrainConfig, run: LMRunConfig,
+                    train_tokens: np.ndarray) -> str:
+    """sha256 over the configs and the training tokens: resuming requires an identical fingerprint."""
+    h = hashlib.sha256()
+    h.update(json.dumps(to_jsonable({"model": model_config, "train": train, "run": run}), sort_keys=True).encode())
+    h.update(np.ascontiguousarray(train_tokens).tobytes())
+    return h.hexdigest()
+
+
+def train_language_model(
+    model_config: Qwen2Config,
+    train: LMTrainConfig,
+    run: LMRunConfig,
+    train_windows: TokenWindows,
+    eval_windows: TokenWindows | None = None,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    evaluate: Callable[[int, Qwen2LM], dict[str, Any]] | None = None,
+    mesh: Mesh | None = None,
+    quiet: bool = False,
+) -> LMTrainingResult:
+    """Train ``Qwen2LM(model_config)`` from its seed-``train.seed`` initialisation for ``train.total_steps``.
+
+    ``evaluate(step, model)`` is called at every evaluation with the current model and returns JSON-able
+    metrics (host values). ``checkpoint_dir``: see the module docstring; an existing checkpoint of another
+    configuration is an error (``ConfigError`` on ``checkpoint_dir``). Raises :class:`TrainingDiverged` on a
+    non-finite loss.
+    """
+    train, run = train.validate(), run.validate()
+    model_config = model_config.validate()
+    require(train_windows.seq_len == run.seq_len, "seq_len",
+            f"train_windows use {train_windows.seq_len}, the run config {run.seq_len}")
+    max_id = int(train_windows.tokens.max())
+    require(max_id < model_config.vocab_size, "vocab_size",
+            f"must exceed the largest token id in the training stream ({max_id}), got {model_config.vocab_size}")
+    mesh = mesh if mesh is not None else make_mesh(data=1, devices=jax.devices()[:1])
+
+    graphdef, params, rest, p_sh = init_sharded_model(lambda: Qwen2LM(model_config, rngs=nnx.Rngs(train.seed)), mesh)
+    optimizer = make_lm_optimizer(train)
+    o_sh = opt_state_shardings(optimizer, params, mesh)
+    opt_state = init_opt_state(optimizer, params, o_sh)
+    step_fn = make_sharded_train_step(graphdef, optimizer, mesh, p_sh, o_sh, rest=rest,
+                                      lr_schedule=make_lm_schedule(train))
+    batch_sh = batch_sharding(mesh)
+
+    @jax.jit
+    def eval_loss_fn(params, tokens_NxT):
+        model = nnx.merge(graphdef, params, rest)
+        return next_token_loss(apply_prefix(model, tokens_NxT, None), tokens_NxT)
+
+    eval_sets = eval_windows.eval_batches(run.eval_batches, run.batch_size) if eval_windows is not None else []
+    fingerprint = run_fingerprint(model_config, train, run, train_windows.tokens)
+    history: dict[str, list] = {"step": [], "loss": [], "grad_norm": [], "lr": []}
+    evals: list[dict[str, Any]] = []
+    start, resumed_from = 0, None
+    checkpointer = TrainCheckpointer(checkpoint_dir, run.keep_checkpoints) if checkpoint_dir is not None else None
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        resumed_from = checkpointer.latest_step()
+        params, opt_state, record = checkpointer.restore(resumed_from, params, opt_state, (p_sh, o_sh))
+        if record.get("fingerprint") != fingerprint:
+            raise ConfigError("checkpoint_dir", f"{checkpointer.directory} holds checkpoints of a different "
+                                                "configuration or corpus; remove it or choose another directory")
+        history, evals, start = record["history"], record["evals"], int(record["step"])
+
+    def current_model():
+        return nnx.merge(graphdef, params, rest)
+
+    def run_eval(step: int) -> None:
+        record: dict[str, Any] = {"step": step}
+        if eval_sets:
+            losses = [float(eval_loss_fn(params, jax.device_put(b, batch_sh))) for b in eval_sets]
+            record["eval_loss"] = float(np.mean(losses))
+        if evaluate is not None:
+            record.update(evaluate(step, current_model()))
+        evals.append(record)
+
+    def save(step: int) -> None:
+        if checkpointer is not None:
+            checkpointer.save(step, params, opt_state, {"step": step, "fingerprint": fingerprint,
+                                                        "history": history, "evals": to_jsonable(evals)})
+
+    if start == 0:
+        run_eval(0)
+    bar = progress_bar(train.total_steps, "train", quiet=quiet, unit="step")
+    bar.update(start)
+    try:
+        for step in range(start, train.total_steps):
+            tokens = jax.device_put(train_windows.train_batch(step, run.batch_size, train.seed), batch_sh)
+            mask = jax.device_put(np.ones(tokens.shape, np.int32), batch_sh)
+            params, opt_state, metrics = step_fn(params, opt_state, tokens, mask)
+            loss, grad_norm, lr = (float(metrics[k]) for k in ("loss", "grad_norm", "lr"))
+            for key, value in (("step", step), ("loss", loss), ("grad_norm", grad_norm), ("lr", lr)):
+                history[key].append(value)
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                last = checkpointer.latest_step() if checkpointer is not None else None
+                where = f"; the last good checkpoint is step {last} in {checkpointer.directory}" if last is not None \
+                    else "; no checkpoint was written"
+                raise TrainingDiverged(f"training diverged at step {step}: loss {loss}, gradient norm {grad_norm}"
+                                       f"{where}", history, last)
+            done = step + 1
+            bar.update(1)
+            if done % 10 == 0:
+                bar.set_postfix(loss=f"{loss:.3f}")
+            if done % run.eval_every == 0 or done == train.total_steps:
+                run_eval(done)
+            if (run.checkpoint_every and done % run.checkpoint_every == 0) or done == train.total_steps:
+                save(done)
+    finally:
+        bar.close()
+        if checkpointer is not None:
+            checkpointer.close()
+    return LMTrainingResult(model=current_model(), history=history, evals=evals, resumed_from=resumed_from,
+                            checkpoint_dir=None if checkpointer is None else checkpointer.directory)
+
