@@ -244,6 +244,15 @@ def strong_pair_precision(S_emb: Any, S_sig: Any, q: float) -> float:
     return float(np.intersect1d(top_sig, top_emb).size / count)
 
 
+def weak_pair_precision(S_emb: Any, S_sig: Any, q: float) -> float:
+    """:func:`strong_pair_precision` at the other end: of the bottom ``q`` percent pairs by ``S_sig``, the
+    fraction also in the bottom ``q`` percent by ``S_emb``. Comparing the two (and with the chance level
+    ``q / 100``) tests PAPER section 7's finding that agreement is strongest on the strongly similar pairs.
+    """
+    e, s = _pair(S_emb, S_sig, "S_emb", "S_sig", 2)
+    return strong_pair_precision(-e, -s, q)
+
+
 def strong_pair_correlation(S_emb: Any, S_sig: Any, q: float) -> float:
     """Pearson correlation of ``S_emb`` vs ``S_sig`` on the top ``q`` percent pairs by ``S_sig``.
 

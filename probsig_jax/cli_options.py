@@ -4,7 +4,8 @@ Each field of a (possibly nested) frozen dataclass becomes ``--field-name``; the
 field's type annotation chooses the parser: int, float, str, bool
 (``--flag/--no-flag``), ``Literal`` (choices), ``tuple[int, ...]`` and
 ``tuple[float, ...]`` (comma-separated), and ``tuple[X, ...]`` for classes with a
-``parse(text, field)`` classmethod (comma-separated items). The field's
+``parse(text, field)`` classmethod (comma-separated items), and ``X | None`` (``none``
+for None). The field's
 docstring (the string literal under it) becomes the help text.
 """
 
@@ -15,8 +16,9 @@ import ast
 import dataclasses
 import inspect
 import textwrap
+import types
 import typing
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 from probsig_jax.validation import ConfigError
 
@@ -64,6 +66,11 @@ def option_name(field: str) -> str:
 def parse_value(text: str, annotation: Any, field: str) -> Any:
     """Parse one option value according to a field's type annotation."""
     origin = get_origin(annotation)
+    if origin in (Union, types.UnionType) and type(None) in get_args(annotation):  # Optional[X]
+        if text.strip().lower() in ("", "none"):
+            return None
+        inner = [a for a in get_args(annotation) if a is not type(None)]
+        return parse_value(text, inner[0], field)
     if annotation is bool:
         return text
     if origin is Literal:
@@ -90,6 +97,9 @@ def parse_value(text: str, annotation: Any, field: str) -> Any:
 
 def _describe(annotation: Any) -> str:
     origin = get_origin(annotation)
+    if origin in (Union, types.UnionType) and type(None) in get_args(annotation):
+        inner = [a for a in get_args(annotation) if a is not type(None)]
+        return f"{_describe(inner[0])} or none"
     if origin is Literal:
         return "one of " + "|".join(map(str, get_args(annotation)))
     if origin is tuple:
@@ -98,9 +108,10 @@ def _describe(annotation: Any) -> str:
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser, cls, *, group_title: str, skip: tuple[str, ...] = (),
-                          defaults: Any | None = None) -> list[str]:
+                          defaults: Any | None = None, prefix: str = "") -> list[str]:
     """Add one option per field of ``cls``; returns the field names added. Defaults are not set
-    (``argparse.SUPPRESS``) so that only options the user gave override the base config."""
+    (``argparse.SUPPRESS``) so that only options the user gave override the base config. ``prefix``
+    (e.g. ``"corpus_"``) is put before every option and destination name (``--corpus-source``)."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     group = parser.add_argument_group(group_title)
@@ -112,25 +123,26 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, *, group_title: 
         default = getattr(defaults, f.name) if defaults is not None else f.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help_text = f"{docs.get(f.name, '')} [{_describe(annotation)}; default: {shown}]".strip().replace('%', '%%')
+        name = prefix + f.name
         if annotation is bool:
-            group.add_argument(option_name(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
+            group.add_argument(option_name(name), dest=name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
         else:
             choices = get_args(annotation) if get_origin(annotation) is Literal else None
-            group.add_argument(option_name(f.name), dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
+            group.add_argument(option_name(name), dest=name, default=argparse.SUPPRESS, metavar=f.name.upper(),
                                choices=choices, help=help_text)
         added.append(f.name)
     return added
 
 
-def apply_options(config, namespace: argparse.Namespace, fields: list[str]):
-    """A copy of ``config`` with the fields the user set on the command line."""
+def apply_options(config, namespace: argparse.Namespace, fields: list[str], prefix: str = ""):
+    """A copy of ``config`` with the fields the user set on the command line (options added with ``prefix``)."""
     hints = typing.get_type_hints(type(config))
     changes = {}
     for name in fields:
-        if hasattr(namespace, name):
-            raw = getattr(namespace, name)
-            changes[name] = raw if isinstance(raw, bool) else parse_value(raw, hints[name], name)
+        if hasattr(namespace, prefix + name):
+            raw = getattr(namespace, prefix + name)
+            changes[name] = raw if isinstance(raw, bool) else parse_value(raw, hints[name], prefix + name)
     return dataclasses.replace(config, **changes)
 
 

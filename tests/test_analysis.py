@@ -18,6 +18,7 @@ from probsig_jax.analysis import (
     strong_pair_correlation,
     strong_pair_precision,
     topk_neighbour_overlap,
+    weak_pair_precision,
 )
 from probsig_jax.validation import ConfigError
 
@@ -218,6 +219,14 @@ def test_strong_pair_precision_hand_made():
     assert strong_pair_precision(S_emb, S_sig, 1.0) == pytest.approx(1.0)
     # q=100 -> all pairs.
     assert strong_pair_precision(S_emb, S_sig, 100.0) == pytest.approx(1.0)
+
+
+def test_weak_pair_precision_hand_made():
+    S_emb, S_sig = _hand_made_4x4()
+    # q=50 -> 3 pairs: sig bottom {(0,3),(1,3),(2,3)} = 0.1, 0.2, 0.3; emb bottom {(0,2),(1,3),(2,3)}.
+    assert weak_pair_precision(S_emb, S_sig, 50.0) == pytest.approx(2 / 3)
+    # q=17 -> 1 pair: sig (0,3), emb (0,2): no overlap.
+    assert weak_pair_precision(S_emb, S_sig, 17.0) == pytest.approx(0.0)
 
 
 def test_strong_pair_correlation_hand_made():
