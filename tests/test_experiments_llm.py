@@ -1,0 +1,165 @@
+"""E4 (``simulate llm``) and E5 (``simulate pretrained``) end to end on small corpora the tests write.
+
+The full default E4 run (embedded corpus, 600 steps) is the ``slow`` test at the bottom; the default-suite
+tests use a text corpus of a few kB and a few training steps, enough to exercise every stage: tokenization,
+vocabulary compaction, counting, the truncated SVD, training with evaluations and checkpoints, resume,
+figures, metrics and the saved model, which E5 then reads back.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from probsig_jax import simulate
+from probsig_jax.corpus import CorpusConfig
+from probsig_jax.experiments.corpus_alignment import COMPARISONS
+from probsig_jax.experiments.llm import LLMExperimentConfig, checkpoint_dir_for, run_llm
+from probsig_jax.lm_training import LMRunConfig
+from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM, save_pretrained
+from probsig_jax.train_lm import LMTrainConfig
+
+SENTENCES = [
+    "the cat sat on the mat and the dog sat on the log .",
+    "one two three four five six seven eight nine ten .",
+    "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 .",
+    "a cat and a dog ; the cat and the dog ; 3 cats and 4 dogs .",
+    "she counted 1 2 3 then 7 8 9 and stopped at 42 .",
+]
+
+
+def write_corpus(path, repeats: int = 30, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    for d in range(4):
+        lines = [SENTENCES[i] for i in rng.integers(0, len(SENTENCES), repeats)]
+        (path / f"doc{d}.txt").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def small_config(corpus_dir, cache_dir, steps: int = 12) -> LLMExperimentConfig:
+    return LLMExperimentConfig(
+        cache_dir=str(cache_dir), num_workers=1, top_tokens=20, theory_rank=8, hidden_size=32,
+        corpus=CorpusConfig(source=str(corpus_dir)),
+        train=LMTrainConfig(learning_rate=1e-2, warmup_steps=2, total_steps=steps, weight_decay=0.0),
+        run=LMRunConfig(batch_size=4, seq_len=16, eval_every=4, eval_batches=2, checkpoint_every=4))
+
+
+def test_run_llm_reports_every_metric_and_alignment_over_training(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    result = run_llm(small_config(corpus, tmp_path / "cache"), quiet=True)
+    m = result.metrics
+    assert m["vocabulary"]["model_vocab"] < 200 and m["model"]["vocab_size"] == m["vocabulary"]["model_vocab"]
+    assert m["final_eval_loss"] < m["initial_eval_loss"]
+    assert set(m["token_sets"]) == {"top", "digits"}
+    for block in m["token_sets"].values():
+        for comparison, _, _ in COMPARISONS:
+            row = block["trained"][comparison]
+            for key in ("pearson", "spearman", "topk_overlap", "strong_pair_precision", "weak_pair_precision"):
+                assert key in row
+        assert isinstance(block["strong_pairs"]["holds"], bool)
+        assert -1 <= block["theory_vs_signature"]["theory_embedding_vs_signature"]["pearson"] <= 1
+    digits = result.token_sets[1]
+    assert digits.labels == tuple(str(d) for d in range(10))       # all ten digits are single tokens here
+    assert [e["step"] for e in m["evals"]] == [0, 4, 8, 12]
+    assert all("top/embedding_vs_signature/pearson" in e for e in m["evals"])
+    assert len(result.digit_snapshots()) == 4
+    # the signature targets are exactly what the corpus counts give: theory prediction symmetric, unit diagonal
+    theory = result.targets["top"]["theory_embedding"]
+    np.testing.assert_allclose(theory, theory.T, atol=1e-12)
+    np.testing.assert_allclose(np.diag(theory), 1.0, atol=1e-12)
+
+
+def test_simulate_llm_writes_a_complete_run_and_resumes_after_an_interruption(tmp_path, monkeypatch):
+    corpus = write_corpus(tmp_path / "corpus")
+    out = tmp_path / "e4"
+    args = ["llm", "--out", str(out), "--quiet", "--cache-dir", str(tmp_path / "cache"), "--num-workers", "1",
+            "--corpus-source", str(corpus), "--top-tokens", "20", "--theory-rank", "8", "--hidden-size", "32",
+            "--total-steps", "12", "--warmup-steps", "2", "--learning-rate", "1e-2", "--batch-size", "4",
+            "--seq-len", "16", "--eval-every", "4", "--checkpoint-every", "4"]
+
+    # a first attempt dies after the checkpoint of step 8 (as a killed process would)
+    import probsig_jax.lm_training as lm_training
+    real_save = lm_training.TrainCheckpointer.save
+
+    def save_then_die(self, step, *a, **k):
+        real_save(self, step, *a, **k)
+        if step == 8:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(lm_training.TrainCheckpointer, "save", save_then_die)
+    assert simulate.main(args) == 130
+    assert not out.exists() and (checkpoint_dir_for(out) / "8").is_dir()
+    monkeypatch.setattr(lm_training.TrainCheckpointer, "save", real_save)
+
+    assert simulate.main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from"] == 8 and [e["step"] for e in metrics["evals"]] == [0, 4, 8, 12]
+    assert not checkpoint_dir_for(out).exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["command"] == "llm" and config["config"]["corpus"]["source"] == str(corpus)
+    assert "git" in json.dumps(config["provenance"])
+    for name in ("loss.png", "heatmaps_top.png", "heatmaps_digits.png", "digits_pca.png", "theory_vs_measured_top.png",
+                 "alignment_top_pearson.png", "report.md", "arrays.npz", "model/config.json",
+                 "model/model.safetensors", "model/vocab_map.json"):
+        assert (out / name).is_file(), name
+
+    # an uninterrupted run gives the same curve
+    out2 = tmp_path / "e4b"
+    assert simulate.main([a if a != str(out) else str(out2) for a in args]) == 0
+    again = json.loads((out2 / "metrics.json").read_text())
+    assert [e["eval_loss"] for e in again["evals"]] == [e["eval_loss"] for e in metrics["evals"]]
+
+    # E5 reads the trained model back (compact vocabulary through vocab_map.json)
+    out5 = tmp_path / "e5"
+    assert simulate.main(["pretrained", "--checkpoint", str(out / "model"), "--out", str(out5), "--quiet",
+                          "--cache-dir", str(tmp_path / "cache"), "--corpus-source", str(corpus),
+                          "--top-tokens", "20", "--theory-rank", "8"]) == 0
+    e5 = json.loads((out5 / "metrics.json").read_text())
+    assert e5["model"]["vocab_map"] and e5["corpus"]["dropped_tokens"] == 0
+    # same weights, same corpus, same token set: E5's alignment equals E4's final one
+    e4_top = metrics["token_sets"]["top"]["trained"]["embedding_vs_signature"]
+    e5_top = e5["token_sets"]["top"]["pretrained"]["embedding_vs_signature"]
+    assert e5_top["pearson"] == pytest.approx(e4_top["pearson"], abs=0.05)  # E5 counts the whole stream
+
+
+def test_pretrained_on_a_full_vocabulary_checkpoint(tmp_path):
+    """A checkpoint with the Qwen2.5 vocabulary (151936 rows, tied), as a released model has."""
+    config = Qwen2Config(vocab_size=151936, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    ckpt = save_pretrained(Qwen2LM(config, rngs=nnx.Rngs(0)), config, tmp_path / "ckpt")
+    corpus = write_corpus(tmp_path / "corpus", repeats=10)
+    out = tmp_path / "e5"
+    assert simulate.main(["pretrained", "--checkpoint", str(ckpt), "--out", str(out), "--quiet",
+                          "--cache-dir", str(tmp_path / "cache"), "--corpus-source", str(corpus),
+                          "--top-tokens", "15", "--theory-rank", "6"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["model"]["vocab_size"] == 151936 and "tied" in m["note"]
+    assert (out / "heatmaps_top.png").is_file() and (out / "digits_pca.png").is_file()
+    # random weights: no alignment to speak of
+    assert abs(m["token_sets"]["top"]["pretrained"]["embedding_vs_signature"]["pearson"]) < 0.5
+
+
+def test_bad_llm_options_are_one_line_errors(tmp_path, capsys):
+    assert simulate.main(["llm", "--out", str(tmp_path / "x"), "--window", "0"]) == 2
+    assert "window" in capsys.readouterr().err
+    assert simulate.main(["llm", "--out", str(tmp_path / "x"), "--corpus-source", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "source" in err or "corpus" in err
+    assert simulate.main(["pretrained", "--out", str(tmp_path / "y")]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.slow
+def test_default_llm_run_on_the_embedded_corpus(tmp_path):
+    """The README's E4 numbers: the default command on the embedded corpus (about 5-10 min on 2 cores)."""
+    out = tmp_path / "e4"
+    assert simulate.main(["llm", "--out", str(out), "--quiet", "--cache-dir", str(tmp_path / "cache")]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["final_eval_loss"] < m["initial_eval_loss"] - 2.0
+    top = m["token_sets"]["top"]["trained"]["embedding_vs_signature"]
+    assert top["pearson"] > 0.2
