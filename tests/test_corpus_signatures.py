@@ -86,7 +86,7 @@ def test_counts_short_streams_and_dtypes():
     for t in ([3, 1], [0, 0, 0], [4, 2, 4]):
         for w in (1, 2, 4):
             N, n_y = brute_force(np.array(t), V, w)
-            for dtype in (np.uint32, np.int64, np.uint16, np.int32):
+            for dtype in (np.uint32, np.int64, np.uint16, np.int32, np.uint64, np.uint8):
                 pc = C.count_context_pairs(np.array(t, dtype=dtype), V, w)
                 np.testing.assert_array_equal(pc.counts.toarray(), N)
                 np.testing.assert_array_equal(pc.label_counts, n_y)
@@ -221,8 +221,8 @@ def test_top_tokens(small):
     order = sorted(range(V_SMALL), key=lambda i: (-freq[i], i))
     assert top.tolist() == order[:5]
     assert C.top_tokens(pc, 5, exclude=[order[0], 999]).tolist() == order[1:6]
-    with pytest.raises(ConfigError, match="^n:"):
-        C.top_tokens(pc, V_SMALL + 1)
+    assert C.top_tokens(pc, V_SMALL + 5).tolist() == order                 # only tokens that occur
+    assert C.top_tokens(pc, 100, exclude=order[:3]).tolist() == order[3:]
     with pytest.raises(ConfigError, match="^n:"):
         C.top_tokens(pc, 0)
 
@@ -230,6 +230,7 @@ def test_top_tokens(small):
 def test_top_tokens_ties_by_id():
     pc = C.count_context_pairs(np.array([5, 2, 5, 2, 7, 1], dtype=np.uint32), 8)
     assert C.top_tokens(pc, 4).tolist() == [2, 5, 1, 7]
+    assert C.top_tokens(pc, 10).tolist() == [2, 5, 1, 7]
 
 
 def test_signature_errors():
@@ -262,3 +263,15 @@ def test_corpus_pair_counts_validation():
         C.CorpusPairCounts(counts.toarray(), 1, 3, 1, np.array([1, 0, 0]), 0)
     with pytest.raises(ConfigError, match="first_token"):
         C.CorpusPairCounts(counts, 1, 3, 1, np.array([1, 0, 0]), 3)
+
+
+def test_counts_with_more_distinct_ids_than_uint32_codes_allow():
+    """A chunk with > 65536 distinct ids takes the uint64 code path; both paths agree with the Counter."""
+    V = 70_000
+    rng = np.random.default_rng(5)
+    t = np.concatenate([rng.permutation(V), rng.integers(0, V, 5000), rng.permutation(V)[:100]]).astype(np.uint32)
+    ref = C.count_context_pairs_counter(t, V, 2)
+    for chunk in (1 << 22, 50_000, 1000):                    # uint64 codes (70k distinct ids), uint32 codes
+        pc = C.count_context_pairs(t, V, 2, chunk_tokens=chunk)
+        assert (pc.counts != ref.counts).nnz == 0 and pc.counts.dtype == np.int64
+        np.testing.assert_array_equal(pc.label_counts, ref.label_counts)

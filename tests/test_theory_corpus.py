@@ -11,7 +11,7 @@ from probsig_jax.analysis import offdiagonal, pearson
 from probsig_jax.signatures import corpus as C
 from probsig_jax.signatures import signature_matrix
 from probsig_jax.theory import linear
-from probsig_jax.theory.corpus import predicted_similarity, time_for_growth, truncated_signature_modes
+from probsig_jax.theory.corpus import max_modes, predicted_similarity, time_for_growth, truncated_signature_modes
 from probsig_jax.validation import ConfigError
 
 V = 30
@@ -122,6 +122,7 @@ def test_time_for_growth(small):
 
 def test_errors(small):
     pc, _ = small
+    assert max_modes(pc) == V - 1
     with pytest.raises(ConfigError, match=r"^k: .*\[1, 29\]"):
         truncated_signature_modes(pc, V)
     with pytest.raises(ConfigError, match="^k:"):
@@ -165,3 +166,20 @@ def test_llm_scale_randomized_agrees_with_arpack():
     a = truncated_signature_modes(pc, 16)
     r = truncated_signature_modes(pc, 16, method="randomized", oversample=20, power_iterations=6)
     np.testing.assert_allclose(r.S[:4], a.S[:4], rtol=1e-4)
+
+
+def test_k_limited_by_tokens_that_occur():
+    """Only 5 distinct tokens in a V = 1000 vocabulary: M has at most 5 modes (exactly, after compression)."""
+    t = np.array([1, 5, 7, 1, 9, 11, 5, 1, 7, 9, 11, 1, 5] * 20, dtype=np.uint32)
+    pc = C.count_context_pairs(t, 1000, window=2)
+    with pytest.raises(ConfigError, match=r"^k: must be in \[1, 4\]"):
+        truncated_signature_modes(pc, 5)
+    M = signature_matrix(pc.to_signature_counts())
+    dense_S = np.linalg.svd(M, compute_uv=False)
+    assert np.sum(dense_S > 1e-12 * dense_S[0]) == 5
+    assert max_modes(pc) == 4 and max_modes(pc, "randomized") == 5
+    arpack = truncated_signature_modes(pc, 4)
+    np.testing.assert_allclose(arpack.S, dense_S[:4], rtol=1e-10)
+    full = truncated_signature_modes(pc, 5, method="randomized")        # the randomized method reaches the bound
+    np.testing.assert_allclose(full.S, dense_S[:5], rtol=1e-10)
+    np.testing.assert_allclose((full.P * full.S) @ full.Q.T, M, atol=1e-12)

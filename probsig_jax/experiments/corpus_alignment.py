@@ -25,7 +25,7 @@ import numpy as np
 
 from probsig_jax.analysis import alignment_metrics, cosine_similarity_matrix, weak_pair_precision
 from probsig_jax.signatures.corpus import CorpusPairCounts, signature_similarity, top_tokens
-from probsig_jax.theory.corpus import predicted_similarity, time_for_growth, truncated_signature_modes
+from probsig_jax.theory.corpus import max_modes, predicted_similarity, time_for_growth, truncated_signature_modes
 from probsig_jax.validation import ConfigError, require
 from probsig_jax.vocab import VocabularyMap
 
@@ -103,10 +103,11 @@ def select_token_sets(pc: CorpusPairCounts, tokenizer, vocab_map: VocabularyMap,
 
 
 def theory_time(pc: CorpusPairCounts, rank: int, growth: float, seed: int = 0):
-    """``(modes, t)``: the truncated SVD of M (``rank`` modes, at most V - 1) and the time at which the
+    """``(modes, t)``: the truncated SVD of M (``rank`` modes, at most what the solver accepts for this
+    corpus, :func:`~probsig_jax.theory.corpus.max_modes`) and the time at which the
     leading mode has grown ``growth``-fold."""
-    rank = min(int(rank), pc.vocab_size - 1)
-    require(rank >= 1, "theory_rank", f"needs a vocabulary of at least 2 tokens, got {pc.vocab_size}")
+    rank = min(int(rank), max_modes(pc))
+    require(rank >= 1, "theory_rank", f"the corpus supports no singular mode (vocabulary {pc.vocab_size})")
     modes = truncated_signature_modes(pc, rank, seed=seed)
     return modes, time_for_growth(modes, growth)
 

@@ -42,7 +42,7 @@ from scipy.sparse.linalg import LinearOperator
 
 from probsig_jax.progress import progress_bar
 from probsig_jax.signatures.dense import SignatureCounts
-from probsig_jax.validation import ConfigError, require, require_int
+from probsig_jax.validation import require, require_int
 
 MAX_DENSE_ENTRIES = 1 << 25
 """Largest (V x |T|) dense joint matrix :meth:`CorpusPairCounts.to_signature_counts` builds (256 MiB float64)."""
@@ -53,9 +53,9 @@ Kind = Literal["M", "cosine", "hellinger"]
 
 # ----------------------------------------------------------------------------- the counts
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CorpusPairCounts:
-    """Windowed (context token, next token) counts of a token stream.
+    """Windowed (context token, next token) counts of a token stream (compared by identity).
 
     Attributes:
       counts: ``csr_matrix`` (V, V) int64, ``N[s, y]`` (rows = context token s, columns = label y);
@@ -168,8 +168,10 @@ def _total_tokens(arrays) -> int | None:
     return None
 
 
-def _chunk_pair_counts(ext: np.ndarray, n_carry: int, window: int, V: int) -> sp.csr_matrix:
+def _chunk_pair_counts(ext: np.ndarray, n_carry: int, window: int, V: int, ids: np.ndarray) -> sp.csr_matrix:
     """Counts of the labels ``ext[n_carry:]`` with their windows inside ``ext``, as canonical csr.
+
+    ``ids`` (sorted) are the distinct ids of ``ext``.
 
     Pair codes ``s * D + y`` for every offset k = 1..w are sorted (numpy's vectorised sort) and
     run-length counted; sorted unique codes are already in csr order. Ids are first compacted
@@ -177,7 +179,6 @@ def _chunk_pair_counts(ext: np.ndarray, n_carry: int, window: int, V: int) -> sp
     fast to sort) whenever D^2 <= 2^32; otherwise uint64 codes over the full vocabulary.
     """
     n = ext.size
-    ids = np.flatnonzero(np.bincount(ext, minlength=V))
     if ids.size * ids.size <= (1 << 32):
         remap = np.zeros(V, dtype=np.uint32)
         remap[ids] = np.arange(ids.size, dtype=np.uint32)
@@ -221,11 +222,12 @@ class _PartialSums:
             self._stack[-1] = (self._stack[-1] + top).tocsr()
 
     def total(self) -> sp.csr_matrix:
-        out = sp.csr_matrix((self._V, self._V), dtype=np.int64)
-        for part in reversed(self._stack):
+        if not self._stack:
+            return sp.csr_matrix((self._V, self._V), dtype=np.int64)
+        out = self._stack[-1]
+        for part in reversed(self._stack[:-1]):
             out = (out + part).tocsr()
-        out.sum_duplicates()
-        return out.astype(np.int64)
+        return out
 
 
 def _finish(counts: sp.csr_matrix, label_counts: np.ndarray, first: int | None, n_tokens: int,
@@ -266,12 +268,18 @@ def count_context_pairs(arrays: Iterable[np.ndarray] | np.ndarray, vocab_size: i
                 continue
             if first is None:
                 first = int(piece[0])
-            ext = np.concatenate((carry, piece.astype(np.uint32, copy=False)))
-            sums.add(_chunk_pair_counts(ext, carry.size, w, V))
-            label_counts += np.bincount(ext[max(carry.size, 1):], minlength=V)
+            piece = piece.astype(np.uint32, copy=False)            # ids < V < 2^31 were checked
+            piece_counts = np.bincount(piece, minlength=V)
+            label_counts += piece_counts
+            present = piece_counts > 0
+            present[carry] = True
+            ext = np.concatenate((carry, piece))
+            sums.add(_chunk_pair_counts(ext, carry.size, w, V, np.flatnonzero(present)))
             carry = ext[-w:].copy()
             n_tokens += piece.size
             bar.update(piece.size)
+    if first is not None:
+        label_counts[first] -= 1                               # t_0 is never a label
     return _finish(sums.total(), label_counts, first, n_tokens, w, V)
 
 
@@ -280,7 +288,7 @@ def count_context_pairs_counter(arrays: Iterable[np.ndarray] | np.ndarray, vocab
     """Reference implementation: a pure-Python loop over the stream with a ``collections.Counter``.
 
     Same arguments and result as :func:`count_context_pairs` (without chunking): each token y
-    after the first adds ``(s, y)`` for the up to w previous tokens s. Slow (~1M pairs/s); the
+    after the first adds ``(s, y)`` for the up to w previous tokens s. Slow (~1-2M pairs/s); the
     benchmark baseline and a test oracle.
     """
     V = require_int(vocab_size, "vocab_size", minimum=1, maximum=(1 << 31) - 1)
@@ -333,21 +341,21 @@ def _require_present(weights: np.ndarray, tokens: np.ndarray, what: str) -> None
 
 
 def top_tokens(pc: CorpusPairCounts, n: int, exclude: Iterable[int] = ()) -> np.ndarray:
-    """(n,) int64 ids of the n most frequent tokens by unigram frequency, ties broken by smaller id.
+    """(min(n, #occurring),) int64 ids of the n most frequent tokens by unigram frequency.
 
-    ``exclude`` drops ids (e.g. special tokens) before ranking. Only tokens that occur are
-    ranked; asking for more than occur raises ConfigError("n").
+    Ties are broken by the smaller id. ``exclude`` drops ids (e.g. special tokens) before
+    ranking. Only tokens that occur are ranked, so a small corpus returns fewer than n ids
+    (callers check the size); a stream's last token may occur without being a context token.
     """
+    n = require_int(n, "n", minimum=1)
     freq = pc.token_frequencies.copy()
     excl = np.asarray(list(exclude), dtype=np.int64)
     if excl.size:
         excl = excl[(excl >= 0) & (excl < pc.vocab_size)]
         freq[excl] = 0
     available = int(np.count_nonzero(freq))
-    n = require_int(n, "n", minimum=1)
-    require(n <= available, "n", f"must be in [1, {available}] (tokens that occur, after exclusions), got {n}")
     order = np.lexsort((np.arange(pc.vocab_size), -freq))
-    return order[:n].astype(np.int64)
+    return order[:min(n, available)].astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- signatures

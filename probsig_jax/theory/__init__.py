@@ -3,9 +3,9 @@
 
 from probsig_jax.theory import linear
 from probsig_jax.theory import corpus
-from probsig_jax.theory.corpus import predicted_similarity, time_for_growth, truncated_signature_modes
+from probsig_jax.theory.corpus import max_modes, predicted_similarity, time_for_growth, truncated_signature_modes
 from probsig_jax.theory.derivation import derive_linear_flow, verify_linear_flow
 from probsig_jax.theory.writeup import render_linear_flow_markdown
 
 __all__ = ["derive_linear_flow", "linear", "render_linear_flow_markdown", "verify_linear_flow"]
-__all__ += ["corpus", "predicted_similarity", "time_for_growth", "truncated_signature_modes"]
+__all__ += ["corpus", "max_modes", "predicted_similarity", "time_for_growth", "truncated_signature_modes"]
