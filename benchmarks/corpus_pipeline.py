@@ -19,7 +19,7 @@ On the embedded corpus (the Python standard library sources and help topics; ``-
 Usage::
 
     python benchmarks/corpus_pipeline.py            # full embedded corpus; JSON in benchmarks/results/
-    python benchmarks/corpus_pipeline.py --quick    # CI smoke run: 300 kB of it
+    python benchmarks/corpus_pipeline.py --quick    # CI smoke run: 50 kB of it
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ def parse_args(argv):
     p.add_argument("--rank", type=int, default=64, help="k of the truncated SVD")
     p.add_argument("--dense-svd-max", type=int, default=6000, help="largest V_c for the dense-SVD baseline")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="CI smoke run: 300 kB, rank 16, one repeat")
+    p.add_argument("--quick", action="store_true", help="CI smoke run: 50 kB, rank 16, one repeat")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.quick:
-        args.max_bytes, args.rank, args.repeats, args.counter_tokens = 300_000, 16, 1, 50_000
+        args.max_bytes, args.rank, args.repeats, args.counter_tokens, args.dense_svd_max = 50_000, 16, 1, 50_000, 3000
     return args
 
 

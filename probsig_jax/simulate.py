@@ -85,6 +85,7 @@ def _add_config_options(parser: argparse.ArgumentParser, cls=LinearExperimentCon
 def _add_corpus_options(parser: argparse.ArgumentParser, cls) -> dict[str, list[str]]:
     """Options of E4/E5: the experiment's own fields, the corpus (``--corpus-*``) and, for E4, training."""
     from probsig_jax.corpus import CorpusConfig
+    from probsig_jax.experiments.corpus_alignment import CorpusAnalysisConfig
 
     parser.add_argument("--out", default=None, help="run directory (must not exist) [default: runs/<UTC timestamp>]")
     parser.add_argument("--seed", default=None, help="seed of the initialisation and the batch order [int; default: 0]")
@@ -92,7 +93,9 @@ def _add_corpus_options(parser: argparse.ArgumentParser, cls) -> dict[str, list[
     base = cls()
     fields = {"experiment": add_dataclass_options(parser, cls, group_title="experiment", skip=("seed",), defaults=base),
               "corpus": add_dataclass_options(parser, CorpusConfig, group_title="corpus", defaults=base.corpus,
-                                              prefix="corpus_")}
+                                              prefix="corpus_"),
+              "analysis": add_dataclass_options(parser, CorpusAnalysisConfig, group_title="signatures and alignment",
+                                                defaults=base.analysis)}
     if hasattr(base, "train"):
         from probsig_jax.lm_training import LMRunConfig
         from probsig_jax.train_lm import LMTrainConfig
@@ -150,7 +153,8 @@ def corpus_config_from_args(args: argparse.Namespace, fields: dict[str, list[str
         corpus.validate()
     except ConfigError as err:  # name the option the user typed: --corpus-source, not "source"
         raise ConfigError(f"corpus_{err.field}", str(err).split(": ", 1)[-1]) from None
-    changes: dict[str, Any] = {"corpus": corpus}
+    changes: dict[str, Any] = {"corpus": corpus,
+                               "analysis": apply_options(config.analysis, args, fields["analysis"])}
     seed = _parse_seed(args.seed)
     if seed is not None:
         changes["seed"] = seed

@@ -45,3 +45,17 @@ def test_qwen2_train_step_benchmark_quick(tmp_path):
             assert runners[name]["loss_first"] == pytest.approx(ours["loss_first"], rel=1e-4)
             assert runners[name]["loss_last"] == pytest.approx(ours["loss_last"], rel=1e-3)
         assert summary["ours_over_torch_eager"] > 0 and "target_met" in summary
+
+
+def test_corpus_pipeline_benchmark_quick(tmp_path):
+    """Default run (about 15 s): every stage runs, and the baselines agree with ours."""
+    result = run_quick("corpus_pipeline.py", tmp_path / "corpus.json")
+    summary = result["summary"]
+    assert summary["tokens"] > 10_000 and summary["tokenize_mb_per_s_2_threads"] > 0
+    for row in result["counting"]:
+        assert row["counter_equal"] and row.get("dense_equal", True)
+        assert "dense_equal" in row or "dense_skipped" in row
+    top = {r["method"]: r["top_singular_value"] for r in result["svd"] if "seconds" in r}
+    assert set(top) == {"arpack", "randomized", "dense numpy.linalg.svd"}
+    assert top["randomized"] == pytest.approx(top["arpack"], rel=1e-8)
+    assert top["dense numpy.linalg.svd"] == pytest.approx(top["arpack"], rel=1e-8)

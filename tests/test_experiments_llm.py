@@ -16,7 +16,7 @@ from flax import nnx
 
 from probsig_jax import simulate
 from probsig_jax.corpus import CorpusConfig
-from probsig_jax.experiments.corpus_alignment import COMPARISONS
+from probsig_jax.experiments.corpus_alignment import COMPARISONS, CorpusAnalysisConfig
 from probsig_jax.experiments.llm import LLMExperimentConfig, checkpoint_dir_for, run_llm
 from probsig_jax.lm_training import LMRunConfig
 from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM, save_pretrained
@@ -42,7 +42,8 @@ def write_corpus(path, repeats: int = 30, seed: int = 0):
 
 def small_config(corpus_dir, cache_dir, steps: int = 12) -> LLMExperimentConfig:
     return LLMExperimentConfig(
-        cache_dir=str(cache_dir), num_workers=1, top_tokens=20, theory_rank=8, hidden_size=32,
+        cache_dir=str(cache_dir), num_workers=1, hidden_size=32,
+        analysis=CorpusAnalysisConfig(top_tokens=20, theory_rank=8),
         corpus=CorpusConfig(source=str(corpus_dir)),
         train=LMTrainConfig(learning_rate=1e-2, warmup_steps=2, total_steps=steps, weight_decay=0.0),
         run=LMRunConfig(batch_size=4, seq_len=16, eval_every=4, eval_batches=2, checkpoint_every=4))
@@ -60,15 +61,17 @@ def test_run_llm_reports_every_metric_and_alignment_over_training(tmp_path):
             row = block["trained"][comparison]
             for key in ("pearson", "spearman", "topk_overlap", "strong_pair_precision", "weak_pair_precision"):
                 assert key in row
-        assert isinstance(block["strong_pairs"]["holds"], bool)
+        assert block["strong_pairs"]["holds"] in (True, False, None)
         assert -1 <= block["theory_vs_signature"]["theory_embedding_vs_signature"]["pearson"] <= 1
-    digits = result.token_sets[1]
+    assert m["token_sets"]["digits"]["strong_pairs"]["holds"] is None      # 45 pairs, 5 % = 2: too few
+    assert isinstance(m["token_sets"]["top"]["strong_pairs"]["holds"], bool)
+    digits = result.alignment.token_sets[1]
     assert digits.labels == tuple(str(d) for d in range(10))       # all ten digits are single tokens here
     assert [e["step"] for e in m["evals"]] == [0, 4, 8, 12]
     assert all("top/embedding_vs_signature/pearson" in e for e in m["evals"])
     assert len(result.digit_snapshots()) == 4
     # the signature targets are exactly what the corpus counts give: theory prediction symmetric, unit diagonal
-    theory = result.targets["top"]["theory_embedding"]
+    theory = result.alignment.targets["top"]["theory_embedding"]
     np.testing.assert_allclose(theory, theory.T, atol=1e-12)
     np.testing.assert_allclose(np.diag(theory), 1.0, atol=1e-12)
 
@@ -102,7 +105,7 @@ def test_simulate_llm_writes_a_complete_run_and_resumes_after_an_interruption(tm
     config = json.loads((out / "config.json").read_text())
     assert config["command"] == "llm" and config["config"]["corpus"]["source"] == str(corpus)
     assert "git" in json.dumps(config["provenance"])
-    for name in ("loss.png", "heatmaps_top.png", "heatmaps_digits.png", "digits_pca.png", "theory_vs_measured_top.png",
+    for name in ("loss.png", "heatmaps_top.png", "heatmaps_digits.png", "digits_pca.png", "theory_vs_embedding_top.png", "signature_vs_embedding_top.png",
                  "alignment_top_pearson.png", "report.md", "arrays.npz", "model/config.json",
                  "model/model.safetensors", "model/vocab_map.json"):
         assert (out / name).is_file(), name

@@ -23,10 +23,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from probsig_jax.analysis import alignment_metrics, cosine_similarity_matrix, weak_pair_precision
-from probsig_jax.signatures.corpus import CorpusPairCounts, signature_similarity, top_tokens
+from probsig_jax import plots
+from probsig_jax.analysis import (alignment_metrics, cosine_similarity_matrix, offdiagonal, pearson, spearman,
+                                  weak_pair_precision)
+from probsig_jax.signatures.corpus import CorpusPairCounts, count_context_pairs, signature_similarity, top_tokens
 from probsig_jax.theory.corpus import max_modes, predicted_similarity, time_for_growth, truncated_signature_modes
-from probsig_jax.validation import ConfigError, require
+from probsig_jax.validation import ConfigError, require, require_float, require_int
 from probsig_jax.vocab import VocabularyMap
 
 TARGETS = ("input_cosine", "input_M", "output_cosine", "output_M", "theory_embedding", "theory_unembedding")
@@ -152,19 +154,141 @@ def theory_vs_signature_table(targets: dict[str, np.ndarray], *, k: int, q: floa
                                                                  targets["output_cosine"], k=k, q=q)}
 
 
+MIN_STRONG_PAIRS = 5
+
+
 def strong_pair_finding(table: dict[str, dict[str, float]]) -> dict[str, Any]:
     """PAPER section 7's qualitative result, tested: is agreement stronger on the strongest signature pairs?
 
     For ``embedding_vs_signature``: strong-pair precision (top q %) against the weak-pair precision (bottom
-    q %) and the chance level. ``holds`` is True when the strong-pair precision beats both."""
+    q %) and the chance level. ``holds`` is True when the strong-pair precision beats both, and ``None``
+    when the top q % holds fewer than ``MIN_STRONG_PAIRS`` pairs (e.g. the 45 digit pairs at q = 5 %)."""
     m = table["embedding_vs_signature"]
+    n = m["num_tokens"]
+    pairs = max(1, round(m["q"] / 100.0 * n * (n - 1) / 2))
+    finding = {"strong_pair_precision": m["strong_pair_precision"], "weak_pair_precision": m["weak_pair_precision"],
+               "chance_precision": m["chance_precision"], "pairs_compared": int(pairs)}
+    if pairs < MIN_STRONG_PAIRS:
+        return finding | {"holds": None, "statement": f"too few pairs ({pairs}) in the top q % for the strong-pair test"}
     holds = m["strong_pair_precision"] > max(m["weak_pair_precision"], m["chance_precision"])
-    return {"strong_pair_precision": m["strong_pair_precision"], "weak_pair_precision": m["weak_pair_precision"],
-            "chance_precision": m["chance_precision"], "holds": bool(holds),
-            "statement": ("agreement is stronger on the strongly similar pairs" if holds else
-                          "agreement is NOT stronger on the strongly similar pairs in this run")}
+    return finding | {"holds": bool(holds),
+                      "statement": ("agreement is stronger on the strongly similar pairs" if holds else
+                                    "agreement is NOT stronger on the strongly similar pairs in this run")}
 
 
-def check_window(window: int) -> int:
-    require(isinstance(window, int) and 1 <= window <= 64, "window", f"must be an integer in [1, 64], got {window!r}")
-    return window
+@dataclass(frozen=True)
+class CorpusAnalysisConfig:
+    """Signatures, token sets, theory prediction and metrics (shared by E4 and E5)."""
+
+    window: int = 1
+    """Signature window w: context = the w tokens before the next token (1 = bigram, the paper's phi_next)."""
+    top_tokens: int = 100
+    """Size of the top-frequency token set (the end-of-text token excluded)."""
+    digits: bool = True
+    """Also analyse the digit tokens 0..9."""
+    token_list: tuple[str, ...] = ()
+    """Extra token set: strings that are single tokens (others are skipped)."""
+    theory_rank: int = 64
+    """Number of singular modes of M in the linear-theory prediction (truncated SVD)."""
+    theory_growth: float = 2.0
+    """The theory's prediction is taken when its leading mode has grown this many times (> 1)."""
+    topk: int = 5
+    """k of the top-k neighbour overlap."""
+    strong_pair_percent: float = 5.0
+    """q: strong (weak) pairs are the top (bottom) q percent by signature similarity."""
+
+    def validate(self) -> "CorpusAnalysisConfig":
+        require_int(self.window, "window", minimum=1, maximum=64)
+        require_int(self.top_tokens, "top_tokens", minimum=3, maximum=5000)
+        require_int(self.theory_rank, "theory_rank", minimum=1, maximum=4096)
+        require_float(self.theory_growth, "theory_growth", minimum=1.0, maximum=1e6, strict_minimum=True)
+        require_int(self.topk, "topk", minimum=1)
+        require_float(self.strong_pair_percent, "strong_pair_percent", minimum=0.0, maximum=50.0,
+                      strict_minimum=True)
+        return self
+
+
+@dataclass
+class CorpusAlignment:
+    """Everything the analysis derives from the corpus counts, before looking at any model.
+
+    Attributes:
+      counts: the windowed (context, next-token) counts.
+      token_sets: the analysed token sets.
+      targets: set name -> the ``TARGETS`` similarity matrices.
+      theory_rank, theory_time: the truncated SVD's rank and the prediction time.
+      top_singular_values: the leading singular values of M.
+    """
+
+    counts: CorpusPairCounts
+    token_sets: list[TokenSet]
+    targets: dict[str, dict[str, np.ndarray]]
+    theory_rank: int
+    theory_time: float
+    top_singular_values: list[float]
+
+    def metrics(self, weights: dict[str, dict[str, np.ndarray]], key: str, config: CorpusAnalysisConfig
+                ) -> dict[str, Any]:
+        """Per token set: ``key`` -> the alignment table of ``weights``, the theory-vs-signature table and the
+        strong-pair finding."""
+        k, q = config.topk, config.strong_pair_percent
+        out = {}
+        for s in self.token_sets:
+            table = alignment_table(weights[s.name], self.targets[s.name], k=k, q=q)
+            out[s.name] = {"num_tokens": len(s.model_ids), "tokens": list(s.labels), key: table,
+                           "theory_vs_signature": theory_vs_signature_table(self.targets[s.name], k=k, q=q),
+                           "strong_pairs": strong_pair_finding(table)}
+        return out
+
+
+def analyse_corpus(ids: np.ndarray, vocab_size: int, tokenizer, vocab_map: VocabularyMap,
+                   config: CorpusAnalysisConfig, *, seed: int = 0, quiet: bool = True) -> CorpusAlignment:
+    """Count ``ids`` (model ids), take the truncated SVD, choose the token sets, compute the targets."""
+    config = config.validate()
+    pc = count_context_pairs(ids, vocab_size, config.window, quiet=quiet)
+    modes, t = theory_time(pc, config.theory_rank, config.theory_growth, seed=seed)
+    token_sets = select_token_sets(pc, tokenizer, vocab_map, top_n=config.top_tokens, digits=config.digits,
+                                   token_list=config.token_list, exclude_tokenizer_ids=[tokenizer.eos_id])
+    targets = {s.name: similarity_targets(pc, modes, t, s) for s in token_sets}
+    return CorpusAlignment(pc, token_sets, targets, int(modes.S.shape[0]), float(t),
+                           np.asarray(modes.S[:10]).tolist())
+
+
+def write_alignment_figures(out: Path, alignment: CorpusAlignment, weights: dict[str, dict[str, np.ndarray]],
+                            *, weights_label: str) -> list[Path]:
+    """Per token set: heatmaps of the weights' similarity beside the signatures' and the theory's (input and
+    unembedding sides), and the theory-predicted vs measured scatter."""
+    figures = []
+    for s in alignment.token_sets:
+        t, w = alignment.targets[s.name], weights[s.name]
+        figures.append(plots.plot_similarity_heatmaps(
+            out / f"heatmaps_{s.name}.png",
+            {f"{weights_label} input embedding W_E": w["embedding"], "signature phi_next (Q)": t["input_cosine"],
+             "theory prediction": t["theory_embedding"]}, list(s.labels), title=f"{s.name} tokens: cosine similarities"))
+        figures.append(plots.plot_similarity_heatmaps(
+            out / f"heatmaps_{s.name}_unembedding.png",
+            {f"{weights_label} unembedding W_U": w["unembedding"], "signature phi_pre (R)": t["output_cosine"],
+             "theory prediction": t["theory_unembedding"]}, list(s.labels), title=f"{s.name} tokens: unembedding side"))
+        for target, xlabel, name in (("input_cosine", "signature similarity (cosine of phi_next)", "signature"),
+                                     ("theory_embedding", "linear-theory predicted similarity (corpus counts only)",
+                                      "theory")):
+            e, sig = offdiagonal(w["embedding"]), offdiagonal(t[target])
+            figures.append(plots.plot_similarity_scatter(
+                out / f"{name}_vs_embedding_{s.name}.png", sig, e, xlabel=xlabel,
+                ylabel=f"{weights_label} input-embedding similarity", title=f"{s.name} tokens",
+                stats={"pearson": pearson(sig, e), "spearman": spearman(sig, e)}))
+    return figures
+
+
+def save_alignment_arrays(path: Path, alignment: CorpusAlignment, weights: dict[str, dict[str, np.ndarray]],
+                          **extra: np.ndarray) -> Path:
+    """``arrays.npz`` (atomically): per set its tokenizer ids, every target and weight similarity matrix."""
+    arrays = dict(extra)
+    for s in alignment.token_sets:
+        arrays[f"{s.name}_tokenizer_ids"] = s.tokenizer_ids
+        for name, matrix in {**alignment.targets[s.name], **weights[s.name]}.items():
+            arrays[f"{s.name}_{name}"] = matrix
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+    return path

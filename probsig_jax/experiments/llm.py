@@ -22,14 +22,13 @@ from probsig_jax import plots
 from probsig_jax.analysis import pca_projection
 from probsig_jax.corpus import CorpusConfig, tokenize_corpus
 from probsig_jax.experiments.corpus_alignment import (
-    COMPARISONS, TokenSet, alignment_table, check_window, default_cache_dir, select_token_sets,
-    similarity_targets, strong_pair_finding, theory_time, theory_vs_signature_table, weight_similarities,
+    COMPARISONS, CorpusAlignment, CorpusAnalysisConfig, alignment_table, analyse_corpus, default_cache_dir,
+    save_alignment_arrays, weight_similarities, write_alignment_figures,
 )
 from probsig_jax.lm_data import TokenWindows, split_stream
 from probsig_jax.lm_training import LMRunConfig, LMTrainingResult, train_language_model
 from probsig_jax.models.qwen2 import PRESETS as MODEL_PRESETS
 from probsig_jax.models.qwen2 import Qwen2Config, save_pretrained
-from probsig_jax.signatures.corpus import count_context_pairs
 from probsig_jax.tokenizer import load_tokenizer
 from probsig_jax.train_lm import LMTrainConfig
 from probsig_jax.validation import require, require_float, require_int
@@ -48,8 +47,6 @@ class LLMExperimentConfig:
     """Tokenizer threads."""
     compact_vocab: bool = True
     """Map the token ids that occur in the corpus to a dense range (the model gets only those rows)."""
-    window: int = 1
-    """Signature window w: context = the w tokens before the next token (1 = bigram, the paper's phi_next)."""
     eval_fraction: float = 0.05
     """Fraction of the token stream held out for the evaluation loss (the end of the stream)."""
     model_preset: Literal["tiny", "small"] = "tiny"
@@ -60,23 +57,10 @@ class LLMExperimentConfig:
     """Override of the preset's number of decoder layers (0 = the preset's)."""
     initializer_range: float = 0.02
     """Std of the normal initialisation of every weight matrix (smaller = closer to the theory's regime)."""
-    top_tokens: int = 100
-    """Size of the top-frequency token set (the end-of-text token excluded)."""
-    digits: bool = True
-    """Also analyse the digit tokens 0..9."""
-    token_list: tuple[str, ...] = ()
-    """Extra token set: strings that are single tokens (others are skipped)."""
-    theory_rank: int = 64
-    """Number of singular modes of M in the linear-theory prediction (truncated SVD)."""
-    theory_growth: float = 2.0
-    """The theory's prediction is taken when its leading mode has grown this many times (> 1)."""
-    topk: int = 5
-    """k of the top-k neighbour overlap."""
-    strong_pair_percent: float = 5.0
-    """q: strong (weak) pairs are the top (bottom) q percent by signature similarity."""
     seed: int = 0
     """Seed of the initialisation and of the batch order."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    analysis: CorpusAnalysisConfig = field(default_factory=CorpusAnalysisConfig)
     train: LMTrainConfig = field(default_factory=lambda: LMTrainConfig(
         learning_rate=3e-3, warmup_steps=50, total_steps=600, min_lr_ratio=0.1, weight_decay=0.0))
     run: LMRunConfig = field(default_factory=lambda: LMRunConfig(
@@ -85,19 +69,14 @@ class LLMExperimentConfig:
     def validate(self) -> "LLMExperimentConfig":
         require(isinstance(self.tokenizer, str) and self.tokenizer != "", "tokenizer", "must name a tokenizer")
         require_int(self.num_workers, "num_workers", minimum=1, maximum=256)
-        check_window(self.window)
         require_float(self.eval_fraction, "eval_fraction", minimum=0.0, maximum=0.5, strict_minimum=True)
         require(self.model_preset in ("tiny", "small"), "model_preset", f"must be tiny or small, got {self.model_preset!r}")
         require_int(self.hidden_size, "hidden_size", minimum=0, maximum=65536)
         require_int(self.num_layers, "num_layers", minimum=0, maximum=256)
         require_float(self.initializer_range, "initializer_range", minimum=0.0, maximum=10.0, strict_minimum=True)
-        require_int(self.top_tokens, "top_tokens", minimum=3, maximum=5000)
-        require_int(self.theory_rank, "theory_rank", minimum=1, maximum=4096)
-        require_float(self.theory_growth, "theory_growth", minimum=1.0, maximum=1e6, strict_minimum=True)
-        require_int(self.topk, "topk", minimum=1)
-        require_float(self.strong_pair_percent, "strong_pair_percent", minimum=0.0, maximum=50.0, strict_minimum=True)
         require_int(self.seed, "seed", minimum=0)
         self.corpus.validate()
+        self.analysis.validate()
         self.train.validate()
         self.run.validate()
         return self
@@ -121,8 +100,7 @@ class LLMResult:
     config: LLMExperimentConfig
     metrics: dict[str, Any]
     training: LMTrainingResult
-    token_sets: list[TokenSet]
-    targets: dict[str, dict[str, np.ndarray]]
+    alignment: CorpusAlignment
     final_weights: dict[str, dict[str, np.ndarray]]
     model_config: Qwen2Config
     vocab_map: VocabularyMap
@@ -159,16 +137,11 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
     prepare_s = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    pc = count_context_pairs(train_ids, vocab_map.size, config.window, quiet=quiet)
-    count_s = time.perf_counter() - tic
-    tic = time.perf_counter()
-    modes, t_theory = theory_time(pc, config.theory_rank, config.theory_growth, seed=config.seed)
-    token_sets = select_token_sets(pc, tokenizer, vocab_map, top_n=config.top_tokens, digits=config.digits,
-                                   token_list=config.token_list, exclude_tokenizer_ids=[tokenizer.eos_id])
-    targets = {s.name: similarity_targets(pc, modes, t_theory, s) for s in token_sets}
-    theory_s = time.perf_counter() - tic
-
-    k, q = config.topk, config.strong_pair_percent
+    alignment = analyse_corpus(train_ids, vocab_map.size, tokenizer, vocab_map, config.analysis, seed=config.seed,
+                               quiet=quiet)
+    analysis_s = time.perf_counter() - tic
+    token_sets, targets = alignment.token_sets, alignment.targets
+    k, q = config.analysis.topk, config.analysis.strong_pair_percent
     digit_set = next((s for s in token_sets if s.name == "digits"), None)
 
     def evaluate(step: int, model) -> dict[str, Any]:
@@ -193,12 +166,6 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
 
     W_E, W_U = np.asarray(training.model.input_embeddings()), np.asarray(training.model.output_embeddings())
     final_weights = {s.name: weight_similarities(W_E, W_U, s) for s in token_sets}
-    per_set: dict[str, Any] = {}
-    for s in token_sets:
-        table = alignment_table(final_weights[s.name], targets[s.name], k=k, q=q)
-        per_set[s.name] = {"num_tokens": len(s.model_ids), "tokens": list(s.labels),
-                           "trained": table, "theory_vs_signature": theory_vs_signature_table(targets[s.name], k=k, q=q),
-                           "strong_pairs": strong_pair_finding(table)}
     evals = training.evals
     metrics = {
         "experiment": "llm",
@@ -208,9 +175,9 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
         "vocabulary": {"tokenizer": tokenizer.name, "tokenizer_vocab": tokenizer.vocab_size,
                        "model_vocab": vocab_map.size, "compacted": config.compact_vocab},
         "train_tokens": int(train_ids.size), "eval_tokens": int(eval_ids.size),
-        "signature_pairs": int(pc.num_pairs), "window": config.window,
-        "theory": {"rank": int(modes.S.shape[0]), "time": float(t_theory), "growth": config.theory_growth,
-                   "top_singular_values": np.asarray(modes.S[:10]).tolist()},
+        "signature_pairs": int(alignment.counts.num_pairs), "window": config.analysis.window,
+        "theory": {"rank": alignment.theory_rank, "time": alignment.theory_time,
+                   "growth": config.analysis.theory_growth, "top_singular_values": alignment.top_singular_values},
         "model": {"preset": config.model_preset, "hidden_size": model_config.hidden_size,
                   "layers": model_config.num_hidden_layers, "vocab_size": model_config.vocab_size},
         "initial_eval_loss": evals[0].get("eval_loss") if evals else None,
@@ -218,11 +185,10 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
         "final_train_loss": float(np.mean(training.history["loss"][-10:])),
         "steps": config.train.total_steps, "resumed_from": training.resumed_from,
         "evals": [{k: v for k, v in e.items() if k != DIGIT_SNAPSHOT_KEY} for e in evals],
-        "token_sets": per_set,
-        "timing_s": {"tokenize_and_map": prepare_s, "count_signatures": count_s, "theory_and_targets": theory_s,
-                     "train": train_s},
+        "token_sets": alignment.metrics(final_weights, "trained", config.analysis),
+        "timing_s": {"tokenize_and_map": prepare_s, "signatures_and_theory": analysis_s, "train": train_s},
     }
-    return LLMResult(config, metrics, training, token_sets, targets, final_weights, model_config, vocab_map)
+    return LLMResult(config, metrics, training, alignment, final_weights, model_config, vocab_map)
 
 
 def _metric_curves(evals: list[dict[str, Any]], set_name: str, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -246,32 +212,16 @@ def write_llm_report(result: LLMResult, out: Path) -> list[Path]:
     if eval_points:
         curves["held-out loss"] = tuple(np.asarray(v, float) for v in zip(*eval_points))
     figures.append(plots.plot_curves(out / "loss.png", curves, xlabel="step", ylabel="next-token loss (nats)"))
-    for s in result.token_sets:
+    for s in result.alignment.token_sets:
         for key, label in (("pearson", "Pearson r"), ("strong_pair_precision", "strong-pair precision")):
             c = _metric_curves(evals, s.name, key)
             if c:
                 figures.append(plots.plot_curves(out / f"alignment_{s.name}_{key}.png", c, xlabel="step",
                                                  ylabel=f"{label}, {s.name} tokens", logy=False, marker="o"))
-        t, w = result.targets[s.name], result.final_weights[s.name]
-        figures.append(plots.plot_similarity_heatmaps(
-            out / f"heatmaps_{s.name}.png",
-            {"input embedding W_E": w["embedding"], "signature phi_next (Q)": t["input_cosine"],
-             "theory prediction": t["theory_embedding"]},
-            list(s.labels), title=f"{s.name} tokens: cosine similarities"))
-        figures.append(plots.plot_similarity_heatmaps(
-            out / f"heatmaps_{s.name}_unembedding.png",
-            {"unembedding W_U": w["unembedding"], "signature phi_pre (R)": t["output_cosine"],
-             "theory prediction": t["theory_unembedding"]},
-            list(s.labels), title=f"{s.name} tokens: unembedding side"))
-        m = result.metrics["token_sets"][s.name]["trained"]["embedding_vs_theory"]
-        figures.append(plots.plot_similarity_scatter(
-            out / f"theory_vs_measured_{s.name}.png", t["theory_embedding"], w["embedding"],
-            xlabel="linear-theory predicted similarity (from corpus counts)",
-            ylabel="trained input-embedding similarity", title=f"{s.name} tokens",
-            stats={"pearson": m["pearson"], "spearman": m["spearman"]}))
+    figures += write_alignment_figures(out, result.alignment, result.final_weights, weights_label="trained")
     snapshots = result.digit_snapshots()
     if snapshots:
-        digit_set = next(s for s in result.token_sets if s.name == "digits")
+        digit_set = next(s for s in result.alignment.token_sets if s.name == "digits")
         snaps = np.stack([v for _, v in snapshots])
         final = snaps[-1]
         proj = np.stack([pca_projection(v, 2, basis_from=final)[0] for v in snaps])
@@ -279,14 +229,8 @@ def write_llm_report(result: LLMResult, out: Path) -> list[Path]:
             out / "digits_pca.png", proj, np.asarray([s for s, _ in snapshots], float),
             list(digit_set.labels), title="digit input embeddings (PCA of the final embeddings)"))
 
-    arrays: dict[str, np.ndarray] = {"train_loss": np.asarray(history["loss"])}
-    for s in result.token_sets:
-        arrays[f"{s.name}_tokenizer_ids"] = s.tokenizer_ids
-        for name, matrix in {**result.targets[s.name], **result.final_weights[s.name]}.items():
-            arrays[f"{s.name}_{name}"] = matrix
-    tmp = out / ".arrays.npz.tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(out / "arrays.npz")
+    save_alignment_arrays(out / "arrays.npz", result.alignment, result.final_weights,
+                          train_loss=np.asarray(history["loss"]))
     save_pretrained(result.training.model, result.model_config, out / "model")
     result.vocab_map.save(out / "model" / "vocab_map.json")
     return figures
