@@ -40,3 +40,14 @@ def test_readme_sketch_imports_exist():
         imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
         assert imports
         exec(compile(ast.Module(body=imports, type_ignores=[]), str(README), "exec"), {})
+
+
+def test_readme_llm_options_exist():
+    """Every `--option` the README's E4/E5 sections mention is an option of `simulate llm` or `pretrained`."""
+    text = README.read_text()
+    section = text[text.index("### E4:"):text.index("## Command line")]
+    mentioned = set(re.findall(r"(--[a-z][a-z0-9-]+)", section))
+    parser, _ = simulate.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    known = {opt for name in ("llm", "pretrained") for a in sub.choices[name]._actions for opt in a.option_strings}
+    assert mentioned and mentioned <= known, sorted(mentioned - known)

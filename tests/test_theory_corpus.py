@@ -110,6 +110,22 @@ def test_small_t_limit_matches_M_similarity(small):
     np.testing.assert_allclose((pred_u / (2 * t * t * np.outer(rn, rn)))[off], sig_out[off], rtol=1e-6, atol=1e-9)
 
 
+def test_learned_part_is_the_M_cosine_at_small_t(small):
+    """include_init=False: the learned Gram Q diag(2 sinh^2(S t)) Q^T; at full rank and small t it is
+    proportional to M^T M, so its cosine equals the "M" signature similarity exactly (both sides)."""
+    pc, M = small
+    modes = truncated_signature_modes(pc, V - 1)
+    tokens = np.arange(V)
+    for side, kind_side in (("embedding", "input"), ("unembedding", "output")):
+        learned = predicted_similarity(modes, tokens, 1e-4, side=side, include_init=False)
+        np.testing.assert_allclose(learned, C.signature_similarity(pc, tokens, side=kind_side, kind="M"),
+                                   atol=1e-7, err_msg=side)
+    # later on the leading modes take over: no longer the M cosine, still a valid cosine matrix
+    late = predicted_similarity(modes, tokens, 50.0 / float(modes.S[0]), include_init=False)
+    np.testing.assert_allclose(np.diag(late), 1.0)
+    assert np.all(np.abs(late) <= 1.0) and np.allclose(late, late.T)
+
+
 def test_time_for_growth(small):
     pc, _ = small
     modes = truncated_signature_modes(pc, 3)

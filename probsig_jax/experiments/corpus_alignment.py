@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -114,16 +114,19 @@ def theory_time(pc: CorpusPairCounts, rank: int, growth: float, seed: int = 0):
     return modes, time_for_growth(modes, growth)
 
 
-def similarity_targets(pc: CorpusPairCounts, modes, t: float, token_set: TokenSet) -> dict[str, np.ndarray]:
-    """The ``TARGETS`` matrices of one token set."""
+def similarity_targets(pc: CorpusPairCounts, modes, t: float, token_set: TokenSet,
+                       theory_gram: str = "learned") -> dict[str, np.ndarray]:
+    """The ``TARGETS`` matrices of one token set (``theory_gram``: see :class:`CorpusAnalysisConfig`)."""
     ids = token_set.model_ids
+    init = theory_gram == "expected"
     return {
         "input_cosine": signature_similarity(pc, ids, side="input", kind="cosine"),
         "input_M": signature_similarity(pc, ids, side="input", kind="M"),
         "output_cosine": signature_similarity(pc, ids, side="output", kind="cosine"),
         "output_M": signature_similarity(pc, ids, side="output", kind="M"),
-        "theory_embedding": np.asarray(predicted_similarity(modes, ids, t, side="embedding")),
-        "theory_unembedding": np.asarray(predicted_similarity(modes, ids, t, side="unembedding")),
+        "theory_embedding": np.asarray(predicted_similarity(modes, ids, t, side="embedding", include_init=init)),
+        "theory_unembedding": np.asarray(predicted_similarity(modes, ids, t, side="unembedding",
+                                                              include_init=init)),
     }
 
 
@@ -192,6 +195,10 @@ class CorpusAnalysisConfig:
     """Number of singular modes of M in the linear-theory prediction (truncated SVD)."""
     theory_growth: float = 2.0
     """The theory's prediction is taken when its leading mode has grown this many times (> 1)."""
+    theory_gram: Literal["learned", "expected"] = "learned"
+    """Which predicted Gram: the learned part of the closed form alone (the geometry once the embeddings have
+    moved far from their initialisation, as in a trained model) or the full expected Gram with the isotropic
+    initialisation term (the early, small-t regime)."""
     topk: int = 5
     """k of the top-k neighbour overlap."""
     strong_pair_percent: float = 5.0
@@ -202,6 +209,8 @@ class CorpusAnalysisConfig:
         require_int(self.top_tokens, "top_tokens", minimum=3, maximum=5000)
         require_int(self.theory_rank, "theory_rank", minimum=1, maximum=4096)
         require_float(self.theory_growth, "theory_growth", minimum=1.0, maximum=1e6, strict_minimum=True)
+        require(self.theory_gram in ("learned", "expected"), "theory_gram",
+                f"must be learned or expected, got {self.theory_gram!r}")
         require_int(self.topk, "topk", minimum=1)
         require_float(self.strong_pair_percent, "strong_pair_percent", minimum=0.0, maximum=50.0,
                       strict_minimum=True)
@@ -249,7 +258,7 @@ def analyse_corpus(ids: np.ndarray, vocab_size: int, tokenizer, vocab_map: Vocab
     modes, t = theory_time(pc, config.theory_rank, config.theory_growth, seed=seed)
     token_sets = select_token_sets(pc, tokenizer, vocab_map, top_n=config.top_tokens, digits=config.digits,
                                    token_list=config.token_list, exclude_tokenizer_ids=[tokenizer.eos_id])
-    targets = {s.name: similarity_targets(pc, modes, t, s) for s in token_sets}
+    targets = {s.name: similarity_targets(pc, modes, t, s, config.theory_gram) for s in token_sets}
     return CorpusAlignment(pc, token_sets, targets, int(modes.S.shape[0]), float(t),
                            np.asarray(modes.S[:10]).tolist())
 

@@ -202,13 +202,18 @@ def time_for_growth(modes: SignatureModes, growth: float) -> float:
 
 
 def predicted_similarity(modes: SignatureModes, tokens, t: float,
-                         side: Literal["embedding", "unembedding"] = "embedding") -> np.ndarray:
+                         side: Literal["embedding", "unembedding"] = "embedding", *,
+                         include_init: bool = True) -> np.ndarray:
     """(|T|, |T|) float64 cosine similarity of the predicted Gram restricted to ``tokens``.
 
     ``G_T = I + X_T diag(cosh(2 S t) - 1) X_T^T`` with X = Q (embedding side: input embeddings,
     compared with phi_next) or X = P (unembedding side: compared with phi_pre); the eps^2 d
     factor of the expected Gram cancels in the cosine. Modes beyond k are taken as not growing.
     ``cosh(2x) - 1`` is evaluated as ``2 sinh(x)^2`` (accurate for tiny t).
+    ``include_init=False`` drops the ``I`` of the initialisation and keeps the learned part
+    ``X_T diag(cosh(2 S t) - 1) X_T^T`` alone: the geometry once the displacement dominates the initial
+    noise (its cosine at small t is the cosine of the projected signature columns, whatever t); tokens
+    with no weight on the k modes get similarity 0 to the others.
     """
     P, S, Q = _check_modes(modes)
     require(side in ("embedding", "unembedding"), "side", f"must be 'embedding' or 'unembedding', got {side!r}")
@@ -221,9 +226,14 @@ def predicted_similarity(modes: SignatureModes, tokens, t: float,
     require(bad.size == 0, "tokens", f"ids must be in [0, {X.shape[0] - 1}], got {bad[:10].tolist()}")
     growth = 2.0 * np.sinh(S * t) ** 2
     XT = X[tok]
-    G = (tok[:, None] == tok[None, :]).astype(np.float64) + (XT * growth) @ XT.T
+    G = (XT * growth) @ XT.T
+    if include_init:
+        G = G + (tok[:, None] == tok[None, :]).astype(np.float64)
     d = np.sqrt(np.diag(G))
-    return np.clip(G / np.outer(d, d), -1.0, 1.0)
+    d = np.where(d > 0, d, 1.0)
+    C = np.clip(G / np.outer(d, d), -1.0, 1.0)
+    np.fill_diagonal(C, 1.0)
+    return C
 
 
 __all__ = ["max_modes", "predicted_similarity", "time_for_growth", "truncated_signature_modes"]
