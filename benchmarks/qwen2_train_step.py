@@ -104,8 +104,8 @@ def parse_args(argv):
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
                    help="compute dtype (parameters and optimiser state stay float32; torch: autocast)")
     p.add_argument("--ours-attention", default=None,
-                   help="comma list of our attention_impl values to time (xla, cudnn, reference); default: cudnn,xla on "
-                        "a GPU, the preset's (xla) otherwise")
+                   help="comma list of our attention_impl values to time (auto, xla, cudnn, reference); default: "
+                        "cudnn,xla on a GPU, the preset's (auto: reference on a CPU) otherwise")
     p.add_argument("--sliced-head", action="store_true",
                    help="also time each of ours with the output projection applied to positions 0..T-2 only "
                         "(a custom apply_fn/loss_fn through train_lm's public hooks; a proposed optimisation, "
@@ -244,6 +244,9 @@ def make_ours(config, attention: str, args, mesh, tokens, mask, lm_cfg, variant:
                                       apply_without_mask, init_sharded_model, make_lm_optimizer, make_lm_schedule,
                                       make_sharded_train_step)
 
+    from probsig_jax.models.qwen2.config import resolve_attention_impl
+
+    attention = resolve_attention_impl(attention, config.dtype)   # "auto" -> what it runs here
     config = config.replace(attention_impl=attention)
     tic = time.perf_counter()
     if args.host_init:  # build on the host CPU, then place: jit-compiling the init for a GPU took 2.4 min

@@ -213,6 +213,18 @@ def test_no_mask_is_plain_causal_attention(impl):
                                atol=1e-6)
 
 
+def test_auto_attention_resolves_per_backend():
+    from probsig_jax.models.qwen2.config import resolve_attention_impl
+
+    assert Qwen2Config().attention_impl == "auto"
+    expected = {"cpu": "reference", "gpu": "cudnn"}.get(jax.default_backend(), "xla")
+    assert resolve_attention_impl("auto", "bfloat16") == expected
+    assert resolve_attention_impl("auto", "float32") == ("reference" if jax.default_backend() == "cpu" else "xla")
+    assert resolve_attention_impl("xla", "float32") == "xla"
+    with pytest.raises(ConfigError, match="attention_impl"):
+        resolve_attention_impl("flash", "float32")
+
+
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the CPU error message")
 def test_cudnn_attention_off_gpu_is_a_clear_error():
     model = Qwen2LM(TEST_CONFIG.replace(dtype="bfloat16"), rngs=nnx.Rngs(0))

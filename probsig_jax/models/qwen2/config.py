@@ -20,14 +20,29 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import jax
+
 from probsig_jax.validation import ConfigError, require, require_float, require_int
 
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16")
 # "xla": jax.nn.dot_product_attention with XLA; "cudnn": the same call with cuDNN's fused (flash) kernel
-# (GPU only, bfloat16/float16); "reference": a plain einsum implementation.
-ATTENTION_IMPLS = ("xla", "cudnn", "reference")
+# (GPU only, bfloat16); "reference": plain heads-first einsums (readable, and the fastest on a CPU);
+# "auto": cudnn on a GPU with bfloat16 compute, xla on other accelerators, reference on a CPU.
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "reference")
+
+
+def resolve_attention_impl(impl: str, dtype: str) -> str:
+    """The concrete implementation ``impl`` stands for on the current JAX backend (``auto`` resolved)."""
+    require(impl in ATTENTION_IMPLS, "attention_impl", f"must be one of {', '.join(ATTENTION_IMPLS)}, got {impl!r}")
+    if impl != "auto":
+        return impl
+    backend = jax.default_backend()
+    if backend == "cpu":
+        return "reference"  # measured faster than XLA's dot_product_attention on CPU (benchmarks/qwen2_train_step.py)
+    return "cudnn" if backend == "gpu" and dtype == "bfloat16" else "xla"
+
 
 # HF keys that do not change the network (or that we check separately below); ignored quietly.
 _IGNORED_HF_KEYS = {
@@ -50,6 +65,7 @@ class Qwen2Config:
     ``param_dtype`` is the storage dtype of the weights, ``dtype`` the compute dtype (RMSNorm statistics,
     softmax and the returned logits are float32 regardless). ``initializer_range`` is the std of the
     normal initialisation of every weight matrix (HF's convention; make it small for the small-init regime).
+    ``attention_impl``: ``auto`` (default), ``xla``, ``cudnn`` or ``reference``; see ``ATTENTION_IMPLS``.
     """
 
     vocab_size: int = 512
@@ -70,7 +86,7 @@ class Qwen2Config:
     initializer_range: float = 0.02
     param_dtype: str = "float32"
     dtype: str = "float32"
-    attention_impl: str = "xla"
+    attention_impl: str = "auto"
 
     def __post_init__(self):
         if self.head_dim is None and isinstance(self.hidden_size, int) and isinstance(self.num_attention_heads, int) \

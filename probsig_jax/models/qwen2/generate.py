@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from probsig_jax.models.qwen2.config import resolve_attention_impl
 from probsig_jax.models.qwen2.model import Qwen2LM, rotary_cos_sin
 from probsig_jax.validation import require, require_int
 
@@ -27,21 +28,21 @@ def _forward_with_cache(model: Qwen2LM, ids_NxT, positions_NxT, cache, start, ke
     """
     c = model.config
     N, T = ids_NxT.shape
-    S = cache[0][0].shape[1]
+    S = cache[0][0].shape[2]
     slots_T = start + jnp.arange(T)
     causal_TxS = jnp.arange(S)[None, :] <= slots_T[:, None]
     mask_Nx1xTxS = (causal_TxS[None] & key_mask_NxS[:, None, :])[:, None]
     cos_NxTxD, sin_NxTxD = rotary_cos_sin(positions_NxT, c.head_dim, c.rope_theta)
     x_NxTxH = model.embed_tokens(ids_NxT)
     new_cache = []
-    for layer, (k_NxSxKxD, v_NxSxKxD) in zip(model.layers, cache):
+    for layer, (k_NxKxSxD, v_NxKxSxD) in zip(model.layers, cache):
         attn = layer.self_attn
-        q_NxTxQxD, k_new, v_new = attn.qkv(layer.input_layernorm(x_NxTxH), cos_NxTxD, sin_NxTxD)
-        k_NxSxKxD = jax.lax.dynamic_update_slice(k_NxSxKxD, k_new.astype(k_NxSxKxD.dtype), (0, start, 0, 0))
-        v_NxSxKxD = jax.lax.dynamic_update_slice(v_NxSxKxD, v_new.astype(v_NxSxKxD.dtype), (0, start, 0, 0))
-        x_NxTxH = x_NxTxH + attn.attend(q_NxTxQxD, k_NxSxKxD, v_NxSxKxD, mask_Nx1xTxS, impl)
+        q_NxQxTxD, k_new, v_new = attn.qkv(layer.input_layernorm(x_NxTxH), cos_NxTxD, sin_NxTxD)
+        k_NxKxSxD = jax.lax.dynamic_update_slice(k_NxKxSxD, k_new.astype(k_NxKxSxD.dtype), (0, 0, start, 0))
+        v_NxKxSxD = jax.lax.dynamic_update_slice(v_NxKxSxD, v_new.astype(v_NxKxSxD.dtype), (0, 0, start, 0))
+        x_NxTxH = x_NxTxH + attn.attend(q_NxQxTxD, k_NxKxSxD, v_NxKxSxD, mask_Nx1xTxS, impl)
         x_NxTxH = x_NxTxH + layer.mlp(layer.post_attention_layernorm(x_NxTxH))
-        new_cache.append((k_NxSxKxD, v_NxSxKxD))
+        new_cache.append((k_NxKxSxD, v_NxKxSxD))
     h_NxH = model.norm(x_NxTxH[:, -1:])[:, 0]
     logits_NxV = (h_NxH @ model.output_embeddings().astype(h_NxH.dtype).T).astype(jnp.float32)
     return logits_NxV, new_cache
@@ -54,8 +55,8 @@ def _generate(graphdef, state, prompt_NxT, mask_NxT, eos_id, *, max_new_tokens: 
     N, T = prompt_NxT.shape
     S = T + max_new_tokens
     dtype = jnp.dtype(c.dtype)
-    cache = [(jnp.zeros((N, S, c.num_key_value_heads, c.head_dim), dtype),
-              jnp.zeros((N, S, c.num_key_value_heads, c.head_dim), dtype)) for _ in range(c.num_hidden_layers)]
+    cache = [(jnp.zeros((N, c.num_key_value_heads, S, c.head_dim), dtype),   # heads-first, as Attention.qkv
+              jnp.zeros((N, c.num_key_value_heads, S, c.head_dim), dtype)) for _ in range(c.num_hidden_layers)]
     key_mask_NxS = jnp.concatenate([mask_NxT > 0, jnp.ones((N, max_new_tokens), bool)], axis=1)
     positions_NxT = jnp.maximum(jnp.cumsum(mask_NxT, axis=1) - 1, 0)
     logits_NxV, cache = _forward_with_cache(model, prompt_NxT, positions_NxT, cache, 0, key_mask_NxS, impl)
@@ -98,7 +99,7 @@ def generate(model: Qwen2LM, prompt_ids, max_new_tokens: int, *, attention_mask=
         require(bool(np.all(np.diff(mask.astype(int), axis=1) >= 0)), "attention_mask",
                 "padding must be on the left (0s before 1s) for generation")
     eos = -1 if eos_token_id is None else int(eos_token_id)
-    impl = attention_impl or model.config.attention_impl
+    impl = resolve_attention_impl(attention_impl or model.config.attention_impl, model.config.dtype)
     graphdef, state = nnx.split(model)
     out = _generate(graphdef, state, jnp.asarray(prompt, jnp.int32), jnp.asarray(mask, jnp.int32), eos,
                     max_new_tokens=max_new_tokens, impl=impl)
