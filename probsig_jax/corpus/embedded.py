@@ -22,7 +22,7 @@ import sysconfig
 from pathlib import Path
 from typing import Iterator
 
-from probsig_jax.corpus.readers import ReadStats
+from probsig_jax.corpus.readers import ReadStats, read_files
 
 NAME = "python-stdlib"
 
@@ -77,15 +77,7 @@ def iter_stdlib_documents(*, stats: ReadStats | None = None, strict: bool = Fals
     A source file that is not UTF-8 (none in CPython) is counted as malformed, or raises with ``strict``.
     """
     stats = ReadStats() if stats is None else stats
-    root = stdlib_root()
-    for path in stdlib_files(root):
-        raw = path.read_bytes()
-        stats.source_bytes += len(raw)
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            line = raw.count(b"\n", 0, err.start) + 1
-            stats.record("invalid_utf8", f"{path}:{line}", f"byte 0x{raw[err.start]:02X} at offset {err.start}", strict)
+    yield from read_files(stdlib_files(stdlib_root()), strict=strict, stats=stats)
     for _, text in sorted(help_topics().items()):
         stats.source_bytes += len(text.encode("utf-8"))
         yield text

@@ -13,7 +13,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 from probsig_jax.validation import ConfigError
 
@@ -150,9 +150,15 @@ def read_pile(path: str | Path, *, pile_set_names: tuple[str, ...] = (), strict:
 def read_text(path: str | Path, *, strict: bool = False, stats: ReadStats | None = None) -> Iterator[str]:
     """One document per file: a single text file, or every ``*.txt``/``*.md``/``*.rst`` below a folder
     (recursive, sorted). Files that are not valid UTF-8 are malformed (``invalid_utf8``)."""
+    yield from read_files(list_files(path, TEXT_SUFFIXES), strict=strict, stats=stats)
+
+
+def read_files(files: Iterable[Path], *, strict: bool = False, stats: ReadStats | None = None) -> Iterator[str]:
+    """Each file as one UTF-8 document; a file that is not valid UTF-8 is malformed (``invalid_utf8``, with
+    the line of the first bad byte): skipped and counted, or an error under ``strict``."""
     stats = ReadStats() if stats is None else stats
-    for file in list_files(path, TEXT_SUFFIXES):
-        raw = file.read_bytes()
+    for file in files:
+        raw = Path(file).read_bytes()
         stats.source_bytes += len(raw)
         try:
             yield raw.decode("utf-8")
