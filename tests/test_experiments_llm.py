@@ -146,6 +146,22 @@ def test_pretrained_on_a_full_vocabulary_checkpoint(tmp_path):
     assert abs(m["token_sets"]["top"]["pretrained"]["embedding_vs_signature"]["pearson"]) < 0.5
 
 
+def test_randomized_svd_option_gives_the_same_top_modes(tmp_path):
+    from dataclasses import replace
+
+    from probsig_jax.experiments.corpus_alignment import analyse_corpus
+    from probsig_jax.tokenizer import qwen2_tokenizer
+    from probsig_jax.vocab import VocabularyMap
+
+    tok = qwen2_tokenizer()
+    ids = np.concatenate([tok.encode_arrays([s])[0] for s in SENTENCES * 20]).astype(np.uint32)
+    vm = VocabularyMap.from_tokens([ids], tok.vocab_size)
+    config = CorpusAnalysisConfig(top_tokens=10, theory_rank=5)
+    a = analyse_corpus(vm.to_compact(ids), vm.size, tok, vm, config)
+    b = analyse_corpus(vm.to_compact(ids), vm.size, tok, vm, replace(config, theory_svd="randomized"))
+    np.testing.assert_allclose(a.top_singular_values[:3], b.top_singular_values[:3], rtol=1e-6)
+
+
 def test_bad_llm_options_are_one_line_errors(tmp_path, capsys):
     assert simulate.main(["llm", "--out", str(tmp_path / "x"), "--window", "0"]) == 2
     assert "window" in capsys.readouterr().err

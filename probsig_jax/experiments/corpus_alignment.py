@@ -104,13 +104,13 @@ def select_token_sets(pc: CorpusPairCounts, tokenizer, vocab_map: VocabularyMap,
     return [s for s in sets if s is not None]
 
 
-def theory_time(pc: CorpusPairCounts, rank: int, growth: float, seed: int = 0):
+def theory_time(pc: CorpusPairCounts, rank: int, growth: float, seed: int = 0, method: str = "arpack"):
     """``(modes, t)``: the truncated SVD of M (``rank`` modes, at most what the solver accepts for this
     corpus, :func:`~probsig_jax.theory.corpus.max_modes`) and the time at which the
     leading mode has grown ``growth``-fold."""
-    rank = min(int(rank), max_modes(pc))
+    rank = min(int(rank), max_modes(pc, method))
     require(rank >= 1, "theory_rank", f"the corpus supports no singular mode (vocabulary {pc.vocab_size})")
-    modes = truncated_signature_modes(pc, rank, seed=seed)
+    modes = truncated_signature_modes(pc, rank, method=method, seed=seed)
     return modes, time_for_growth(modes, growth)
 
 
@@ -193,6 +193,9 @@ class CorpusAnalysisConfig:
     """Extra token set: strings that are single tokens (others are skipped)."""
     theory_rank: int = 64
     """Number of singular modes of M in the linear-theory prediction (truncated SVD)."""
+    theory_svd: Literal["arpack", "randomized"] = "arpack"
+    """Truncated SVD of the sparse M: ARPACK (scipy svds) or a randomized range finder (faster, approximate
+    in the trailing modes)."""
     theory_growth: float = 2.0
     """The theory's prediction is taken when its leading mode has grown this many times (> 1)."""
     theory_gram: Literal["learned", "expected"] = "learned"
@@ -208,6 +211,8 @@ class CorpusAnalysisConfig:
         require_int(self.window, "window", minimum=1, maximum=64)
         require_int(self.top_tokens, "top_tokens", minimum=3, maximum=5000)
         require_int(self.theory_rank, "theory_rank", minimum=1, maximum=4096)
+        require(self.theory_svd in ("arpack", "randomized"), "theory_svd",
+                f"must be arpack or randomized, got {self.theory_svd!r}")
         require_float(self.theory_growth, "theory_growth", minimum=1.0, maximum=1e6, strict_minimum=True)
         require(self.theory_gram in ("learned", "expected"), "theory_gram",
                 f"must be learned or expected, got {self.theory_gram!r}")
@@ -255,7 +260,7 @@ def analyse_corpus(ids: np.ndarray, vocab_size: int, tokenizer, vocab_map: Vocab
     """Count ``ids`` (model ids), take the truncated SVD, choose the token sets, compute the targets."""
     config = config.validate()
     pc = count_context_pairs(ids, vocab_size, config.window, quiet=quiet)
-    modes, t = theory_time(pc, config.theory_rank, config.theory_growth, seed=seed)
+    modes, t = theory_time(pc, config.theory_rank, config.theory_growth, seed=seed, method=config.theory_svd)
     token_sets = select_token_sets(pc, tokenizer, vocab_map, top_n=config.top_tokens, digits=config.digits,
                                    token_list=config.token_list, exclude_tokenizer_ids=[tokenizer.eos_id])
     targets = {s.name: similarity_targets(pc, modes, t, s, config.theory_gram) for s in token_sets}
@@ -263,13 +268,30 @@ def analyse_corpus(ids: np.ndarray, vocab_size: int, tokenizer, vocab_map: Vocab
                            np.asarray(modes.S[:10]).tolist())
 
 
+def cluster_order(similarity: np.ndarray) -> np.ndarray:
+    """A token order that puts similar tokens next to each other: the leaves of an average-linkage
+    clustering on ``1 - similarity`` (deterministic)."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    distance = np.clip(1.0 - np.asarray(similarity, dtype=np.float64), 0.0, 2.0)
+    distance = (distance + distance.T) / 2
+    np.fill_diagonal(distance, 0.0)
+    return leaves_list(linkage(squareform(distance, checks=False), method="average"))
+
+
 def write_alignment_figures(out: Path, alignment: CorpusAlignment, weights: dict[str, dict[str, np.ndarray]],
                             *, weights_label: str) -> list[Path]:
     """Per token set: heatmaps of the weights' similarity beside the signatures' and the theory's (input and
-    unembedding sides), and the theory-predicted vs measured scatter."""
+    unembedding sides), and the theory-predicted vs measured scatter. The digits stay in numeric order;
+    other sets are ordered by a clustering of their signature similarity, so blocks of similar tokens show."""
     figures = []
     for s in alignment.token_sets:
         t, w = alignment.targets[s.name], weights[s.name]
+        order = np.arange(len(s.model_ids)) if s.name == "digits" else cluster_order(t["input_cosine"])
+        t = {k: v[np.ix_(order, order)] for k, v in t.items()}
+        w = {k: v[np.ix_(order, order)] for k, v in w.items()}
+        s = TokenSet(s.name, s.model_ids[order], s.tokenizer_ids[order], tuple(s.labels[i] for i in order))
         figures.append(plots.plot_similarity_heatmaps(
             out / f"heatmaps_{s.name}.png",
             {f"{weights_label} input embedding W_E": w["embedding"], "signature phi_next (Q)": t["input_cosine"],
