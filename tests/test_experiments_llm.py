@@ -146,6 +146,27 @@ def test_pretrained_on_a_full_vocabulary_checkpoint(tmp_path):
     assert abs(m["token_sets"]["top"]["pretrained"]["embedding_vs_signature"]["pearson"]) < 0.5
 
 
+def test_simulate_llm_on_a_pile_jsonl_zst_with_a_set_filter(tmp_path):
+    """The Pile path end to end: a .jsonl.zst with two sets and a malformed line; only one set is kept."""
+    import zstandard
+
+    lines = []
+    for i in range(40):
+        lines.append(json.dumps({"text": " ".join(SENTENCES[i % 5] for _ in range(5)),
+                                 "meta": {"pile_set_name": "Github" if i % 2 else "ArXiv"}}))
+    lines.insert(3, "{not json")
+    path = tmp_path / "00.jsonl.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(("\n".join(lines) + "\n").encode()))
+    out = tmp_path / "e4"
+    assert simulate.main(["llm", "--out", str(out), "--quiet", "--cache-dir", str(tmp_path / "cache"),
+                          "--corpus-source", str(path), "--corpus-pile-set-names", "Github", "--top-tokens", "15",
+                          "--theory-rank", "6", "--total-steps", "4", "--warmup-steps", "1", "--eval-every", "2",
+                          "--batch-size", "4", "--seq-len", "16", "--hidden-size", "32"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["corpus"]["documents"] == 20 and m["corpus"]["malformed"]["total"] == 1
+    assert m["corpus"]["malformed"]["counts"] == {"invalid_json": 1}
+
+
 def test_randomized_svd_option_gives_the_same_top_modes(tmp_path):
     from dataclasses import replace
 
