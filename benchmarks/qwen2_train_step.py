@@ -249,16 +249,8 @@ def make_ours(config, attention: str, args, mesh, tokens, mask, lm_cfg, variant:
     attention = resolve_attention_impl(attention, config.dtype)   # "auto" -> what it runs here
     config = config.replace(attention_impl=attention)
     tic = time.perf_counter()
-    if args.host_init:  # build on the host CPU, then place: jit-compiling the init for a GPU took 2.4 min
-        from probsig_jax.sharding import parameter_shardings, replicated, shard_state
-        from probsig_jax.train_lm import split_model
-        with jax.default_device(jax.devices("cpu")[0]):
-            graphdef, params, rest = split_model(Qwen2LM(config, rngs=nnx.Rngs(args.seed)))
-        p_sh = parameter_shardings(params, mesh)
-        params = shard_state(params, p_sh)
-        rest = jax.device_put(rest, replicated(mesh))
-    else:
-        graphdef, params, rest, p_sh = init_sharded_model(lambda: Qwen2LM(config, rngs=nnx.Rngs(args.seed)), mesh)
+    graphdef, params, rest, p_sh = init_sharded_model(lambda: Qwen2LM(config, rngs=nnx.Rngs(args.seed)), mesh,
+                                                      on_host=args.host_init)
     optimizer = make_lm_optimizer(lm_cfg)
     o_sh = opt_state_shardings(optimizer, params, mesh)
     opt_state = init_opt_state(optimizer, params, o_sh)

@@ -115,6 +115,7 @@ def train_language_model(
     checkpoint_dir: str | Path | None = None,
     evaluate: Callable[[int, Qwen2LM], dict[str, Any]] | None = None,
     mesh: Mesh | None = None,
+    init_on_host: bool = False,
     quiet: bool = False,
 ) -> LMTrainingResult:
     """Train ``Qwen2LM(model_config)`` from its seed-``train.seed`` initialisation for ``train.total_steps``.
@@ -122,7 +123,8 @@ def train_language_model(
     ``evaluate(step, model)`` is called at every evaluation with the current model and returns JSON-able
     metrics (host values). ``checkpoint_dir``: see the module docstring; an existing checkpoint of another
     configuration is an error (``ConfigError`` on ``checkpoint_dir``). Raises :class:`TrainingDiverged` on a
-    non-finite loss.
+    non-finite loss. ``init_on_host``: build the initial weights on the host CPU instead of jit-compiling
+    the initialiser (see :func:`~probsig_jax.train_lm.init_sharded_model`).
     """
     train, run = train.validate(), run.validate()
     model_config = model_config.validate()
@@ -133,7 +135,8 @@ def train_language_model(
             f"must exceed the largest token id in the training stream ({max_id}), got {model_config.vocab_size}")
     mesh = mesh if mesh is not None else make_mesh(data=1, devices=jax.devices()[:1])
 
-    graphdef, params, rest, p_sh = init_sharded_model(lambda: Qwen2LM(model_config, rngs=nnx.Rngs(train.seed)), mesh)
+    graphdef, params, rest, p_sh = init_sharded_model(lambda: Qwen2LM(model_config, rngs=nnx.Rngs(train.seed)), mesh,
+                                                      on_host=init_on_host)
     optimizer = make_lm_optimizer(train)
     o_sh = opt_state_shardings(optimizer, params, mesh)
     opt_state = init_opt_state(optimizer, params, o_sh)

@@ -332,9 +332,10 @@ def test_single_device_step_metrics_and_clipping():
     assert first_mu[1e3] > 0.05 * g0
 
 
-def test_init_sharded_model_equals_split_model():
+@pytest.mark.parametrize("on_host", [False, True])
+def test_init_sharded_model_equals_split_model(on_host):
     mesh = make_mesh()
-    graphdef, params, rest, p_sh = init_sharded_model(lambda: _build_model(3), mesh)
+    graphdef, params, rest, p_sh = init_sharded_model(lambda: _build_model(3), mesh, on_host=on_host)
     _, expected, _ = split_model(_build_model(3))
     got, want = _flat(params), _flat(expected)
     assert sorted(got) == sorted(want)
