@@ -66,11 +66,15 @@ def _experiment_class(command: str):
     return LinearExperimentConfig
 
 
-def _add_config_options(parser: argparse.ArgumentParser, cls=LinearExperimentConfig) -> dict[str, list[str]]:
+def _add_run_options(parser: argparse.ArgumentParser, seeded: str) -> None:
+    """``--out``, ``--seed`` and ``--quiet``, common to every subcommand."""
     parser.add_argument("--out", default=None, help="run directory (must not exist) [default: runs/<UTC timestamp>]")
-    parser.add_argument("--seed", default=None, help="seed of the data sampler, the initialisation and the "
-                        "mini-batches [int; default: 0]")
+    parser.add_argument("--seed", default=None, help=f"seed of {seeded} [int; default: 0]")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+
+
+def _add_config_options(parser: argparse.ArgumentParser, cls=LinearExperimentConfig) -> dict[str, list[str]]:
+    _add_run_options(parser, "the data sampler, the initialisation and the mini-batches")
     base = cls()
     return {
         "experiment": add_dataclass_options(parser, cls, group_title="model and analysis",
@@ -87,9 +91,7 @@ def _add_corpus_options(parser: argparse.ArgumentParser, cls) -> dict[str, list[
     from probsig_jax.corpus import CorpusConfig
     from probsig_jax.experiments.corpus_alignment import CorpusAnalysisConfig
 
-    parser.add_argument("--out", default=None, help="run directory (must not exist) [default: runs/<UTC timestamp>]")
-    parser.add_argument("--seed", default=None, help="seed of the initialisation and the batch order [int; default: 0]")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    _add_run_options(parser, "the initialisation and the batch order")
     base = cls()
     fields = {"experiment": add_dataclass_options(parser, cls, group_title="experiment", skip=("seed",), defaults=base),
               "corpus": add_dataclass_options(parser, CorpusConfig, group_title="corpus", defaults=base.corpus,

@@ -272,10 +272,19 @@ def _reuse(directory: Path, key: str, config: CorpusConfig, verify: bool) -> Tok
     return shards
 
 
-def tokenize_corpus(config: CorpusConfig, tokenizer, cache_dir: str | Path, *, num_workers: int = 2,
+def default_cache_dir() -> Path:
+    """Where shards are cached unless a directory is given: ``$PROBSIG_CACHE/shards``, else
+    ``~/.cache/probsig-jax/shards``."""
+    root = os.environ.get("PROBSIG_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "probsig-jax")
+    return Path(root) / "shards"
+
+
+def tokenize_corpus(config: CorpusConfig, tokenizer, cache_dir: str | Path | None = None, *, num_workers: int = 2,
                     shard_tokens: int = DEFAULT_SHARD_TOKENS, batch_bytes: int = DEFAULT_BATCH_BYTES,
                     verify: bool = False, quiet: bool = False) -> TokenShards:
     """Tokenize ``config``'s documents into uint32 shards under ``cache_dir`` (or re-use earlier ones).
+
+    ``cache_dir`` ``None`` or ``""``: :func:`default_cache_dir`.
 
     Every document becomes ``tokenizer.encode(doc) + [tokenizer.eos_id]``; the concatenation over
     documents, in corpus order, is split into shards of at least ``shard_tokens`` tokens at document
@@ -297,7 +306,8 @@ def tokenize_corpus(config: CorpusConfig, tokenizer, cache_dir: str | Path, *, n
     eos_id = int(tokenizer.eos_id)
     start = time.perf_counter()
 
-    directory, key, identity = shard_directory(config, tokenizer, cache_dir, shard_tokens=shard_tokens)
+    directory, key, identity = shard_directory(config, tokenizer, cache_dir or default_cache_dir(),
+                                               shard_tokens=shard_tokens)
     reused = _reuse(directory, key, config, verify)
     if reused is not None:
         return reused

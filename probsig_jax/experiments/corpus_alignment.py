@@ -16,7 +16,6 @@ For each token set (the N most frequent tokens; the digits "0".."9"; a user list
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -42,12 +41,6 @@ COMPARISONS = (
 )
 
 
-def default_cache_dir() -> Path:
-    """Token-shard cache: ``$PROBSIG_CACHE`` or ``~/.cache/probsig-jax``, then ``/shards``."""
-    root = os.environ.get("PROBSIG_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "probsig-jax")
-    return Path(root) / "shards"
-
-
 @dataclass(frozen=True)
 class TokenSet:
     """Tokens compared together.
@@ -65,13 +58,10 @@ class TokenSet:
     labels: tuple[str, ...]
 
 
-def _single_token_ids(tokenizer, strings: Sequence[str]) -> list[tuple[str, int]]:
-    out = []
-    for text in strings:
-        ids = tokenizer.encode(text)
-        if len(ids) == 1:
-            out.append((text, int(ids[0])))
-    return out
+def _single_token_ids(tokenizer, strings: Sequence[str]) -> list[int]:
+    """The ids of the strings that are one token each (others are skipped)."""
+    encoded = (tokenizer.encode(text) for text in strings)
+    return [int(ids[0]) for ids in encoded if len(ids) == 1]
 
 
 def select_token_sets(pc: CorpusPairCounts, tokenizer, vocab_map: VocabularyMap, *, top_n: int,
@@ -93,14 +83,10 @@ def select_token_sets(pc: CorpusPairCounts, tokenizer, vocab_map: VocabularyMap,
     sets = [make("top", top_tokens(pc, top_n, exclude=exclude))]
     if sets[0] is None:
         raise ConfigError("top_tokens", "fewer than 3 tokens occur in the corpus; use a larger corpus")
-    if digits:
-        found = _single_token_ids(tokenizer, [str(d) for d in range(10)])
-        present = [vocab_map.to_compact(np.asarray([i]))[0] for _, i in found if vocab_map.contains(np.asarray([i]))[0]]
-        sets.append(make("digits", present))
-    if token_list:
-        found = _single_token_ids(tokenizer, token_list)
-        present = [vocab_map.to_compact(np.asarray([i]))[0] for _, i in found if vocab_map.contains(np.asarray([i]))[0]]
-        sets.append(make("list", present))
+    for name, strings in (("digits", [str(d) for d in range(10)] if digits else []), ("list", list(token_list))):
+        if strings:
+            found = np.asarray(_single_token_ids(tokenizer, strings), dtype=np.int64)
+            sets.append(make(name, vocab_map.to_compact(found[vocab_map.contains(found)])))
     return [s for s in sets if s is not None]
 
 
@@ -313,13 +299,12 @@ def write_alignment_figures(out: Path, alignment: CorpusAlignment, weights: dict
 
 def save_alignment_arrays(path: Path, alignment: CorpusAlignment, weights: dict[str, dict[str, np.ndarray]],
                           **extra: np.ndarray) -> Path:
-    """``arrays.npz`` (atomically): per set its tokenizer ids, every target and weight similarity matrix."""
+    """``arrays.npz``: per set its tokenizer ids, every target and weight similarity matrix (the run directory
+    itself is atomic, so the file is written in place)."""
     arrays = dict(extra)
     for s in alignment.token_sets:
         arrays[f"{s.name}_tokenizer_ids"] = s.tokenizer_ids
         for name, matrix in {**alignment.targets[s.name], **weights[s.name]}.items():
             arrays[f"{s.name}_{name}"] = matrix
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    np.savez_compressed(path, **arrays)
     return path

@@ -22,7 +22,7 @@ from probsig_jax import plots
 from probsig_jax.analysis import pca_projection
 from probsig_jax.corpus import CorpusConfig, tokenize_corpus
 from probsig_jax.experiments.corpus_alignment import (
-    COMPARISONS, CorpusAlignment, CorpusAnalysisConfig, alignment_table, analyse_corpus, default_cache_dir,
+    COMPARISONS, CorpusAlignment, CorpusAnalysisConfig, alignment_table, analyse_corpus,
     save_alignment_arrays, weight_similarities, write_alignment_figures,
 )
 from probsig_jax.lm_data import TokenWindows, split_stream
@@ -114,20 +114,14 @@ class LLMResult:
 DIGIT_SNAPSHOT_KEY = "digits_input_embeddings"
 
 
-def prepare_tokens(config: LLMExperimentConfig, tokenizer, *, quiet: bool):
-    """Token shards of the corpus (cached) and the whole stream (tokenizer ids, uint32)."""
-    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    shards = tokenize_corpus(config.corpus, tokenizer, cache, num_workers=config.num_workers, quiet=quiet)
-    return shards, np.asarray(shards.tokens())
-
-
 def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = None, quiet: bool = False
             ) -> LLMResult:
     """Run E4 (see the module docstring). ``checkpoint_dir`` makes the training resumable."""
     config = config.validate()
     tic = time.perf_counter()
     tokenizer = load_tokenizer(config.tokenizer)
-    shards, stream = prepare_tokens(config, tokenizer, quiet=quiet)
+    shards = tokenize_corpus(config.corpus, tokenizer, config.cache_dir, num_workers=config.num_workers, quiet=quiet)
+    stream = np.asarray(shards.tokens())
     if config.compact_vocab:
         vocab_map = VocabularyMap.from_tokens([stream], tokenizer.vocab_size, always_keep=[tokenizer.eos_id])
     else:

@@ -21,7 +21,7 @@ from probsig_jax import plots
 from probsig_jax.analysis import pca_projection
 from probsig_jax.corpus import CorpusConfig, tokenize_corpus
 from probsig_jax.experiments.corpus_alignment import (
-    CorpusAlignment, CorpusAnalysisConfig, analyse_corpus, default_cache_dir, save_alignment_arrays,
+    CorpusAlignment, CorpusAnalysisConfig, analyse_corpus, save_alignment_arrays,
     weight_similarities, write_alignment_figures,
 )
 from probsig_jax.models.qwen2 import load_pretrained
@@ -93,8 +93,7 @@ def run_pretrained(config: PretrainedExperimentConfig, *, quiet: bool = False) -
                 f"has {tokenizer.vocab_size} ids but the checkpoint's embedding only {model_config.vocab_size} rows")
         vocab_map = VocabularyMap.identity(max(tokenizer.vocab_size, 1))
     tic = time.perf_counter()
-    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    shards = tokenize_corpus(config.corpus, tokenizer, cache, num_workers=config.num_workers, quiet=quiet)
+    shards = tokenize_corpus(config.corpus, tokenizer, config.cache_dir, num_workers=config.num_workers, quiet=quiet)
     stream = np.asarray(shards.tokens())
     known = vocab_map.contains(stream)
     dropped = int((~known).sum())
