@@ -64,8 +64,8 @@ def test_eos_stops_a_row():
 
 
 def test_matches_hf_generate(tmp_path):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch", reason="the HF reference needs the test extra: pip install '.[test]'")
+    transformers = pytest.importorskip("transformers", reason="the HF reference needs the test extra")
     model = tiny_model(3)
     save_pretrained(model, model.config, tmp_path / "ckpt")
     hf = transformers.Qwen2ForCausalLM.from_pretrained(tmp_path / "ckpt", attn_implementation="eager").float().eval()

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch", reason="the HF reference needs the test extra: pip install '.[test]'")
+transformers = pytest.importorskip("transformers", reason="the HF reference needs the test extra")
 
 from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM, load_pretrained, next_token_loss, save_pretrained  # noqa: E402
 
