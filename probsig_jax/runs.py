@@ -14,6 +14,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -91,21 +92,40 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: Path, payload: Any) -> Path:
-    """Write JSON atomically (temporary file, then rename)."""
+def write_bytes(path: Path, data: Any) -> Path:
+    """Write bytes (or any contiguous buffer) atomically: a uniquely named temporary file in the same folder,
+    flushed to disk, then ``os.replace``. Concurrent writers of the same file never clobber each other's
+    partial files, a failed write leaves nothing behind, and an existing file keeps its permissions (a new
+    one gets the usual ``0o666 & ~umask``)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(to_jsonable(payload), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(memoryview(data).cast("B"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Write JSON atomically (see :func:`write_bytes`)."""
+    return write_bytes(path, (json.dumps(to_jsonable(payload), indent=2, allow_nan=False) + "\n").encode())
 
 
 def write_text(path: Path, text: str) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    """Write UTF-8 text atomically (see :func:`write_bytes`)."""
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def default_run_dir(root: str | Path = "runs") -> Path:

@@ -13,12 +13,11 @@ Example::
 from probsig_jax.corpus import embedded
 from probsig_jax.corpus.config import FORMATS, CorpusConfig, iter_documents, source_fingerprint, utf8_len
 from probsig_jax.corpus.readers import CorpusError, ReadStats, read_pile, read_text
-from probsig_jax.corpus.shards import (TokenShards, default_cache_dir, open_shards, shard_directory,
-                                       tokenization_throughput, tokenize_corpus)
+from probsig_jax.corpus.shards import TokenShards, default_cache_dir, open_shards, shard_directory, tokenize_corpus
 
 __all__ = [
     "FORMATS", "CorpusConfig", "CorpusError", "ReadStats", "TokenShards", "default_cache_dir", "embedded",
     "iter_documents",
-    "open_shards", "read_pile", "read_text", "shard_directory", "source_fingerprint", "tokenization_throughput",
+    "open_shards", "read_pile", "read_text", "shard_directory", "source_fingerprint",
     "tokenize_corpus", "utf8_len",
 ]

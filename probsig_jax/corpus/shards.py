@@ -24,21 +24,19 @@ import hashlib
 import json
 import os
 import re
-import threading
 import time
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from probsig_jax.corpus.config import CorpusConfig, iter_documents, source_fingerprint, source_size, utf8_len
 from probsig_jax.corpus.readers import CorpusError, ReadStats
 from probsig_jax.progress import progress_bar
-from probsig_jax.runs import to_jsonable
+from probsig_jax.runs import to_jsonable, write_bytes, write_json
 from probsig_jax.validation import require, require_int
 
 FORMAT_VERSION = 1
@@ -96,24 +94,6 @@ class TokenShards:
         """All tokens as one contiguous uint32 array of shape ``(num_tokens,)`` (in memory: small corpora)."""
         arrays = self.arrays()
         return np.concatenate(arrays).astype(np.uint32, copy=False) if arrays else np.zeros(0, np.uint32)
-
-
-def _write_atomic(path: Path, data) -> None:
-    """Write bytes (or any contiguous buffer) to ``path`` via a temporary file in the same folder and
-    ``os.replace``; the temporary name is unique per process and thread, so concurrent writers of the
-    same (deterministic) content never clobber each other's partial files."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(memoryview(data).cast("B"))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    _write_atomic(path, (json.dumps(to_jsonable(payload), indent=2, allow_nan=False) + "\n").encode())
 
 
 def _sha256_file(path: Path) -> str:
@@ -232,11 +212,11 @@ class _ShardWriter:
         data = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
         name = f"shard_{len(self.shards):05d}.bin"
         data = np.ascontiguousarray(data, dtype=TOKEN_DTYPE)
-        _write_atomic(self.directory / name, data)
+        write_bytes(self.directory / name, data)
         self.shards.append({"file": name, "num_tokens": int(data.size), "documents": self._docs,
                             "bytes": self._bytes, "sha256": hashlib.sha256(memoryview(data).cast("B")).hexdigest()})
         self._chunks, self._tokens, self._docs, self._bytes = [], 0, 0, 0
-        _write_json(self.directory / PROGRESS, {"key": self.key, "shards": self.shards})
+        write_json(self.directory / PROGRESS, {"key": self.key, "shards": self.shards})
 
 
 def _completed_shards(directory: Path, key: str) -> list[dict]:
@@ -385,42 +365,6 @@ def tokenize_corpus(config: CorpusConfig, tokenizer, cache_dir: str | Path | Non
     for stale in directory.glob("shard_*.bin"):
         if stale.name not in listed:
             stale.unlink()
-    _write_json(directory / MANIFEST, manifest)
+    write_json(directory / MANIFEST, manifest)
     (directory / PROGRESS).unlink(missing_ok=True)
     return TokenShards(directory=directory, manifest=manifest)
-
-
-def tokenization_throughput(config: CorpusConfig | None = None, tokenizer=None, *, num_workers: int = 2,
-                            batch_bytes: int = DEFAULT_BATCH_BYTES) -> dict[str, Any]:
-    """Encode the whole corpus in memory (no files) and time it.
-
-    Returns ``{"documents", "bytes", "tokens" (eos included), "read_seconds", "encode_seconds",
-    "mb_per_s" (10**6 bytes of UTF-8 text per second of encoding), "num_workers"}``.
-    Reading is timed separately so that the rate is the tokenizer pipeline's alone.
-    """
-    from probsig_jax.tokenizer import qwen2_tokenizer
-
-    config = (CorpusConfig() if config is None else config).validate()
-    tokenizer = qwen2_tokenizer() if tokenizer is None else tokenizer
-    num_workers = require_int(num_workers, "num_workers", minimum=1)
-    t0 = time.perf_counter()
-    docs = list(iter_documents(config))
-    read_seconds = time.perf_counter() - t0
-    batches, batch, size = [], [], 0
-    for doc in docs:
-        batch.append(doc)
-        size += utf8_len(doc)
-        if size >= batch_bytes:
-            batches.append(batch)
-            batch, size = [], 0
-    if batch:
-        batches.append(batch)
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=num_workers) as pool:
-        tokens = sum(flat.size for flat, _ in pool.map(
-            lambda b: _encode_documents(tokenizer, b, int(tokenizer.eos_id)), batches))
-    encode_seconds = time.perf_counter() - t0
-    nbytes = sum(utf8_len(d) for d in docs)
-    return {"documents": len(docs), "bytes": nbytes, "tokens": int(tokens), "read_seconds": round(read_seconds, 3),
-            "encode_seconds": round(encode_seconds, 3), "mb_per_s": round(nbytes / 1e6 / encode_seconds, 3),
-            "num_workers": num_workers}

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import sympy as sp
 
+from probsig_jax.runs import write_text
 from probsig_jax.theory import derivation as D
 
 GENERATOR_COMMAND = "python theory/derive_linear_flow.py"
@@ -363,24 +362,11 @@ def split_verification(text: str) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- command line
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8, ``\\n`` line ends) to ``path`` through a temporary file and ``os.replace``."""
+    """Write ``text`` (UTF-8, ``\\n`` line ends) to ``path`` atomically, creating its folder
+    (:func:`probsig_jax.runs.write_text`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_text(path, text)
 
 
 def _parser(default_out: Path) -> argparse.ArgumentParser:
