@@ -14,32 +14,26 @@ from _common import strip_results, timeit
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from probsig_jax.models.linear import LinearEmbeddingModel  # noqa: E402
-from probsig_jax.train import weighted_cross_entropy  # noqa: E402
+from probsig_jax.training.supervised import TrainConfig, make_train_step  # noqa: E402
 
 TARGET_JIT_OVER_NUMPY = 2.0  # jitted GD step vs the numpy matmul lower bound
 
 
 def step_functions(model: nnx.Module, dataset, lr: float):
-    """The step ``train`` compiles (same loss, same optax SGD), as a pure function of (state, opt_state)."""
+    """The step ``train`` compiles (:func:`probsig_jax.training.supervised.make_train_step`, full-batch gradient
+    descent), as a pure function of (state, opt_state)."""
     graphdef, state = nnx.split(model)
     dtype = jax.tree_util.tree_leaves(state)[0].dtype
-    x, y = jnp.asarray(dataset.inputs), jnp.asarray(dataset.labels)
-    w = jnp.asarray(dataset.sample_weights(), dtype=dtype)
-    tx = optax.sgd(lr)
-
-    def loss_fn(state):
-        return weighted_cross_entropy(nnx.merge(graphdef, state)(x), y, w)
+    train_step = make_train_step(graphdef, dataset, TrainConfig(optimizer="gd", learning_rate=lr), dtype)
+    key = jax.random.key(0)                       # unused by a full-batch step
 
     def step(state, opt_state):
-        grads = jax.grad(loss_fn)(state)
-        updates, opt_state = tx.update(grads, opt_state, state)
-        return optax.apply_updates(state, updates), opt_state
+        return train_step.step(state, opt_state, key)[:2]
 
-    return step, loss_fn, graphdef, state, tx.init(state)
+    return step, train_step.loss, graphdef, state, train_step.optimizer.init(state)
 
 
 def numpy_step_functions(E: np.ndarray, U: np.ndarray, dataset, lr: float):

@@ -60,13 +60,13 @@ def make_ours(config, attention: str, args, mesh, tokens, mask, lm_cfg, variant:
     from flax import nnx
 
     from probsig_jax.models.qwen2 import Qwen2LM
-    from probsig_jax.sharding import batch_sharding, init_opt_state, opt_state_shardings
-    from probsig_jax.losses import next_token_loss
-    from probsig_jax.train_lm import (apply_prefix, apply_prefix_with_attention_mask, apply_with_attention_mask,
-                                      apply_without_mask, init_sharded_model, make_lm_optimizer, make_lm_schedule,
-                                      make_sharded_train_step)
-
     from probsig_jax.models.qwen2.config import resolve_attention_impl
+    from probsig_jax.training.lm_optimizer import make_lm_optimizer, make_lm_schedule
+    from probsig_jax.training.losses import next_token_loss
+    from probsig_jax.training.sharded_step import (apply_prefix, apply_prefix_with_attention_mask,
+                                                   apply_with_attention_mask, apply_without_mask, init_sharded_model,
+                                                   make_sharded_train_step)
+    from probsig_jax.training.sharding import batch_sharding, init_opt_state, opt_state_shardings
 
     attention = resolve_attention_impl(attention, config.dtype)   # "auto" -> what it runs here
     config = config.replace(attention_impl=attention)

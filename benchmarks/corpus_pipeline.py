@@ -68,8 +68,7 @@ def main(argv=None) -> dict:
     from probsig_jax.corpus import CorpusConfig, iter_documents, tokenize_corpus
     from probsig_jax.signatures.corpus import count_context_pairs, count_context_pairs_counter
     from probsig_jax.theory.corpus import truncated_signature_modes
-    from probsig_jax.tokenizer import qwen2_tokenizer
-    from probsig_jax.vocab import VocabularyMap
+    from probsig_jax.corpus import VocabularyMap, qwen2_tokenizer
 
     config = CorpusConfig(max_bytes=args.max_bytes)
     tokenizer = qwen2_tokenizer()

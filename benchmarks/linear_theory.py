@@ -51,12 +51,12 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from probsig_jax.data import PRESETS, make_composite_addition  # noqa: E402
-from probsig_jax.experiments.common import joint_relative_error  # noqa: E402
+from probsig_jax.analysis.trajectories import joint_relative_error  # noqa: E402
 from probsig_jax.models.linear import LinearEmbeddingModel  # noqa: E402
 from probsig_jax.signatures import signature_matrix  # noqa: E402
 from probsig_jax.theory import linear as theory  # noqa: E402
 from probsig_jax.theory.compiled import compiled_linear_theory  # noqa: E402
-from probsig_jax.train import TrainConfig, train  # noqa: E402
+from probsig_jax.training.supervised import TrainConfig, train  # noqa: E402
 
 from _linear_step import TARGET_JIT_OVER_NUMPY, bench_step  # noqa: E402  (after float64 is on)
 

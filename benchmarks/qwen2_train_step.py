@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Tokens/s of one Qwen2 training step (forward + backward + clipped AdamW): ours vs PyTorch ``transformers``.
 
-**Ours**: :func:`probsig_jax.train_lm.make_sharded_train_step` with its default ``apply_fn``
+**Ours**: :func:`probsig_jax.training.sharded_step.make_sharded_train_step` with its default ``apply_fn``
 (``apply_prefix``: the model on ``tokens[:, :-1]``, plain causal attention; ``--padding-mask`` uses
-``apply_prefix_with_attention_mask`` and gives torch the mask too), :func:`~probsig_jax.losses.next_token_loss`,
+``apply_prefix_with_attention_mask`` and gives torch the mask too), :func:`~probsig_jax.training.losses.next_token_loss`,
 ``make_lm_optimizer`` (``clip_by_global_norm`` then AdamW with the warmup-cosine schedule, parameters and
 optimiser state donated), compiled ahead of time (tracing and XLA compilation are timed on their own and
 excluded from the step times), on a ``(data, fsdp, tensor)`` mesh (default: all devices on ``data``).
@@ -108,10 +108,10 @@ def parse_args(argv):
                         "cudnn,xla on a GPU, the preset's (auto: reference on a CPU) otherwise")
     p.add_argument("--sliced-head", action="store_true",
                    help="also time each of ours with the output projection applied to positions 0..T-2 only "
-                        "(a custom apply_fn/loss_fn through train_lm's public hooks; a proposed optimisation, "
+                        "(a custom apply_fn/loss_fn through training.sharded_step's public hooks; a proposed optimisation, "
                         "not the library default)")
     p.add_argument("--full-logits", action="store_true",
-                   help="also time each of ours with the model run on all T positions (train_lm.apply_without_mask / "
+                   help="also time each of ours with the model run on all T positions (training.sharded_step.apply_without_mask / "
                         "apply_with_attention_mask; the loss slices the logits) instead of the library default, "
                         "the model run on tokens[:, :-1] (train_lm.apply_prefix: same loss and gradients, no "
                         "work for the last position and no slice of the (N, T, V) logits)")
@@ -240,8 +240,8 @@ def main(argv=None) -> dict:
     args, platform = parse_args(argv)
 
     from probsig_jax.models.qwen2 import PRESETS, num_parameters
-    from probsig_jax.sharding import make_mesh
-    from probsig_jax.train_lm import LMTrainConfig, make_lm_schedule
+    from probsig_jax.training.lm_optimizer import LMTrainConfig, make_lm_schedule
+    from probsig_jax.training.sharding import make_mesh
 
     if args.preset not in PRESETS:
         raise SystemExit(f"--preset must be one of {sorted(PRESETS)}, got {args.preset!r}")

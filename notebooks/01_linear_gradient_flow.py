@@ -40,19 +40,21 @@ from IPython.display import Markdown, Math, display
 jax.config.update("jax_enable_x64", True)   # theory vs training is compared in float64
 warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm without ipywidgets; progress is off anyway
 
-from probsig_jax.analysis import offdiagonal, pearson
+from probsig_jax.analysis import plots
+from probsig_jax.analysis.alignment import similarity_from_gram
+from probsig_jax.analysis.metrics import offdiagonal, pearson
+from probsig_jax.analysis.trajectories import product_singular_values
 from probsig_jax.data import make_composite_addition
-from probsig_jax.experiments.common import (
-    LinearExperimentConfig, embedding_similarity, numerics, similarity_from_gram,
-)
-from probsig_jax.experiments.linear import metrics_table, run_linear_theory
+from probsig_jax.experiments.linear import LinearExperimentConfig, run_linear_theory
+from probsig_jax.experiments.report import metrics_table
+from probsig_jax.numerics import numerics
 from probsig_jax.signatures import signature_matrix
 from probsig_jax.theory import derivation as D
 from probsig_jax.theory import linear as theory
 from probsig_jax.theory.compiled import compiled_linear_theory
 from probsig_jax.theory.writeup import latex
 
-# probsig_jax.plots (imported by the experiments) switches matplotlib to Agg; draw inline again:
+# probsig_jax.analysis.plots (imported by the experiments) switches matplotlib to Agg; draw inline again:
 # %matplotlib inline
 plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
 NOTEBOOK_START = time.perf_counter()
@@ -153,7 +155,7 @@ assert all(checks.values())
 # of `LinearExperimentConfig`, i.e. exactly `python -m probsig_jax.simulate linear`.
 
 # %%
-config = LinearExperimentConfig()
+config = LinearExperimentConfig().resolved()     # data from the "simple" preset, seeded with config.seed
 task = make_composite_addition(config.data)
 M = signature_matrix(task.train)
 modes = theory.signature_modes(M)
@@ -179,7 +181,8 @@ times = result.times
 display(Markdown("\n".join(
     line for line in metrics_table(m).splitlines()
     if not line.startswith(("| alignment_over_time", "| timings", "| singular_values"))
-    and ".k |" not in line and ".q |" not in line and ".num_tokens |" not in line)))
+    and ".k |" not in line and ".q |" not in line and ".num_tokens |" not in line
+    and ".chance_precision |" not in line)))
 
 # %% [markdown]
 # **The plateau and the escape.** The loss sits at `log V` while the weights grow exponentially but are still
@@ -196,22 +199,14 @@ display(Markdown("\n".join(
 
 # %%
 esc, early_t = m["escape_time_predicted"], times[result.early_index]
-fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
-for name, loss in result.losses.items():
-    axes[0].plot(times, loss, label=name, lw=2 if name == "gradient descent" else 1.3,
-                 ls="--" if "closed" in name else "-")
-axes[0].axvline(esc, color="k", ls=":", label=f"predicted escape t*={esc:.0f}")
-axes[0].set(xlabel="flow time t = step x lr", ylabel="loss", title="loss")
-axes[0].set_ylim(min(v.min() for v in result.losses.values()) - 0.05, result.losses["gradient descent"][0] + 0.05)
-axes[0].legend(fontsize=8)
-for name, err in result.rel_err.items():
-    axes[1].semilogy(times[1:], err[1:], label=name)
-axes[1].axhline(0.02, color="gray", lw=0.8, label="2 %")
-axes[1].axvline(esc, color="k", ls=":", label="predicted escape")
-axes[1].axvline(early_t, color="tab:red", ls="--", lw=0.8, label=f"growth {config.early_growth:g}x (t={early_t:.0f})")
-axes[1].set(xlabel="flow time t", ylabel="relative error of (E, U)", title="relative error")
-axes[1].legend(fontsize=8)
-plt.tight_layout()
+fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), constrained_layout=True)
+plots.plot_curves({name: (times, loss) for name, loss in result.losses.items()}, ax=axes[0], logy=False,
+                  styles={"closed form (linearised)": {"ls": "--"}}, vlines={f"predicted escape t*={esc:.0f}": esc},
+                  title="loss", ylim=(min(v.min() for v in result.losses.values()) - 0.05,
+                                      result.losses["gradient descent"][0] + 0.05))
+plots.plot_curves({name: (times[1:], err[1:]) for name, err in result.rel_err.items()}, ax=axes[1],
+                  ylabel="relative error of (E, U)", title="relative error", hlines={"2 %": 0.02},
+                  vlines={"predicted escape": esc, f"growth {config.early_growth:g}x (t={early_t:.0f})": early_t})
 plt.show()
 
 # %% [markdown]
@@ -223,20 +218,14 @@ plt.show()
 # %%
 E_gd, U_gd = result.trajectories["gd"]
 E_cf, U_cf = result.trajectories["closed_form"]
-sv_gd = np.stack([np.linalg.svd(U @ E, compute_uv=False)[:5] for E, U in zip(E_gd, U_gd)])
-sv_cf = np.stack([np.linalg.svd(U @ E, compute_uv=False)[:5] for E, U in zip(E_cf, U_cf)])
 amplitude = compiled_linear_theory()["expected_product_amplitude"]
-fig, ax = plt.subplots(figsize=(8, 4.5))
-for k in range(sv_gd.shape[1]):
-    (line,) = ax.semilogy(times, sv_gd[:, k], lw=1.6, label=f"GD, singular value {k + 1}")
-    ax.semilogy(times, sv_cf[:, k], ls="--", color=line.get_color(), lw=1)
 pred = np.asarray(amplitude(float(modes.S[0]), times, config.init_scale, config.dim))
-ax.semilogy(times, pred, color="k", ls=":", label=r"$\epsilon^2 d \sinh(2\sigma_1 t)$")
+ax = plots.plot_singular_values(
+    times, {"gradient descent": product_singular_values(E_gd, U_gd, 5), "closed form": product_singular_values(E_cf, U_cf, 5)},
+    reference={r"$\epsilon^2 d \sinh(2\sigma_1 t)$": (times, pred)}, ylim=(1e-7, 1e3),
+    title="singular values of U E: gradient descent (solid) vs closed form (dashed)")
 ax.axhline(config.escape_threshold, color="gray", lw=0.8)
 ax.axvline(esc, color="k", ls=":", lw=0.8)
-ax.set(xlabel="flow time t", ylabel="singular value of U E", ylim=(1e-7, 1e3),
-       title="singular values: gradient descent (solid) vs closed form (dashed)")
-ax.legend(fontsize=8)
 plt.show()
 print(f"escape time predicted {m['escape_time_predicted']:.1f}, measured {m['escape_time_measured']:.1f}")
 
@@ -257,7 +246,7 @@ assert m["final_loss"] < m["initial_loss"] - 0.3, "the run escapes the plateau"
 # (`predicted_embedding_gram`, the `d -> infinity` limit of the closed form) at growth 2x.
 
 # %%
-keys = np.asarray(task.keys)
+keys = result.keys
 V = task.train.vocab_size
 i2, i5 = result.alignment_index, result.early_index
 growth = result.growth
@@ -268,38 +257,26 @@ def expected_similarity(t):
     """Key similarity of the theory's expected embedding Gram at flow time t."""
     with numerics("float64"):
         gram = np.asarray(theory.predicted_embedding_gram(M, float(t), config.init_scale, config.dim, modes=modes))
-    return similarity_from_gram(gram, keys, V, config.positional)
+    return similarity_from_gram(gram, keys)
 
 
 panels = {
-    f"signature ({config.signature_similarity})": S_sig,
+    f"signature ({config.alignment.similarity})": S_sig,
     f"theory: expected Gram, t={times[i2]:.0f}": expected_similarity(times[i2]),
-    f"GD, t={times[i2]:.0f} (growth {growth[i2]:.1f}x)": embedding_similarity(E_gd[i2], keys, V, False),
-    f"GD, t={times[i5]:.0f} (growth {growth[i5]:.1f}x)": embedding_similarity(E_gd[i5], keys, V, False),
-    f"GD, t={times[-1]:.0f} (final)": embedding_similarity(E_gd[-1], keys, V, False),
+    f"GD, t={times[i2]:.0f} (growth {growth[i2]:.1f}x)": result.key_similarity(E_gd[i2]),
+    f"GD, t={times[i5]:.0f} (growth {growth[i5]:.1f}x)": result.key_similarity(E_gd[i5]),
+    f"GD, t={times[-1]:.0f} (final)": result.key_similarity(E_gd[-1]),
 }
-fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.9))
-ticks = np.arange(0, len(keys), 5)
-for ax, (title, S) in zip(axes, panels.items()):
-    im = ax.imshow(S, cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks(ticks, keys[ticks], fontsize=7)
-    ax.set_yticks(ticks, keys[ticks], fontsize=7)
-    ax.grid(False)
-fig.colorbar(im, ax=axes, shrink=0.8, label="cosine similarity")
+plots.plot_similarity_heatmaps(panels, [str(k) for k in keys], cmap="RdBu_r", colorbar="cosine similarity")
 plt.show()
 
 # %%
 S_emb2 = panels[f"GD, t={times[i2]:.0f} (growth {growth[i2]:.1f}x)"]
-fig, ax = plt.subplots(figsize=(5.5, 4.5))
-ax.scatter(offdiagonal(S_sig), offdiagonal(S_emb2), s=6, alpha=0.5)
-ax.set(xlabel="signature similarity (cosine of M columns)",
-       ylabel=f"key-embedding similarity, growth {growth[i2]:.1f}x",
-       title="all key pairs (off-diagonal)")
 a = m["alignment"]
-ax.text(0.03, 0.97, "\n".join(f"{k}: {a[k]:.3f}" for k in ("pearson", "spearman", "topk_overlap",
-                                                              "strong_pair_precision")),
-        transform=ax.transAxes, va="top", fontsize=9, family="monospace")
+plots.plot_similarity_scatter(S_sig, S_emb2, xlabel="signature similarity (cosine of M columns)",
+                              ylabel=f"key-embedding similarity, growth {growth[i2]:.1f}x",
+                              title="all key pairs (off-diagonal)",
+                              stats={k: a[k] for k in ("pearson", "spearman", "topk_overlap", "strong_pair_precision")})
 plt.show()
 
 # %% [markdown]
@@ -329,16 +306,15 @@ plt.show()
 aot = m["alignment_over_time"]
 t_aot = np.asarray(aot["time"])
 theory_curve = [pearson(offdiagonal(expected_similarity(t)), offdiagonal(S_sig)) if t > 0 else np.nan for t in t_aot]
-fig, ax = plt.subplots(figsize=(9, 4.5))
-for name in ("pearson", "spearman", "topk_overlap", "strong_pair_precision"):
-    ax.plot(t_aot, aot[name], label=f"GD: {name}")
-ax.plot(t_aot, theory_curve, "k--", label="theory: expected Gram vs signature (Pearson)")
-for t_mark, label, color in ((times[i2], "growth 2x", "tab:green"), (times[i5], "growth 5x", "tab:red"),
-                             (esc, "predicted escape", "k")):
-    ax.axvline(t_mark, color=color, ls=":", label=f"{label} (t={t_mark:.0f})")
-ax.set(xlabel="flow time t", ylabel="alignment with signature similarity", ylim=(-0.1, 1.02),
-       title="alignment of key-embedding similarity with signature similarity over training")
-ax.legend(fontsize=8, loc="lower right")
+curves = {f"GD: {name}": (t_aot, np.asarray(aot[name], float))
+          for name in ("pearson", "spearman", "topk_overlap", "strong_pair_precision")}
+curves["theory: expected Gram vs signature (Pearson)"] = (t_aot, np.asarray(theory_curve))
+ax = plots.plot_curves(curves, logy=False, ylim=(-0.1, 1.02), ylabel="alignment with signature similarity",
+                       styles={"theory: expected Gram vs signature (Pearson)": {"color": "k", "ls": "--"}},
+                       vlines={f"growth 2x (t={times[i2]:.0f})": times[i2], f"growth 5x (t={times[i5]:.0f})": times[i5],
+                               f"predicted escape (t={esc:.0f})": esc},
+                       title="alignment of key-embedding similarity with signature similarity over training")
+ax.figure.set_size_inches(9, 4.5)
 plt.show()
 print(f"Pearson at growth {growth[i2]:.1f}x: measured {m['alignment']['pearson']:.3f}, "
       f"theory ceiling {m['alignment_theory_vs_signature']['pearson']:.3f}; "

@@ -38,16 +38,17 @@ from IPython.display import Markdown, display
 jax.config.update("jax_enable_x64", True)
 warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm without ipywidgets; progress is off anyway
 
-from probsig_jax.analysis import offdiagonal
-from probsig_jax.data import PRESETS, Combo, make_composite_addition
-from probsig_jax.experiments.common import LinearExperimentConfig
+from probsig_jax.analysis import plots
+from probsig_jax.analysis.metrics import offdiagonal
+from probsig_jax.data import PRESETS, Combo, DataEdit, make_composite_addition
 from probsig_jax.experiments.intervene import InterventionConfig, run_intervention
+from probsig_jax.experiments.linear import LinearExperimentConfig
 from probsig_jax.signatures import (
     input_signatures, output_signatures, signature_matrix, similarity_by_name,
 )
-from probsig_jax.train import TrainConfig
+from probsig_jax.training.supervised import TrainConfig
 
-# probsig_jax.plots (imported by the experiments) switches matplotlib to Agg; draw inline again:
+# probsig_jax.analysis.plots (imported by the experiments) switches matplotlib to Agg; draw inline again:
 # %matplotlib inline
 plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
 NOTEBOOK_START = time.perf_counter()
@@ -90,26 +91,18 @@ M = signature_matrix(ds)
 Q = input_signatures(ds)
 R = output_signatures(ds)
 
-fig = plt.figure(figsize=(14, 4.6))
-ax = fig.add_subplot(1, 3, 1)
+fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
 span = np.abs(M).max()
-im = ax.imshow(M, cmap="RdBu_r", vmin=-span, vmax=span)
-ax.set(xlabel="input token s (feature)", ylabel="label y", title="signature matrix M")
-ax.axvspan(keys[0] - 0.5, keys[-1] + 0.5, color="gold", alpha=0.08)
-ax.grid(False)
-fig.colorbar(im, ax=ax, shrink=0.8)
-ax = fig.add_subplot(1, 3, 2)
-for s in (30, 45, int(anchors[1])):
-    ax.bar(np.arange(V), Q[:, s], alpha=0.6, width=1.0,
-           label=f"Q for {'key' if s in keys else 'anchor'} {s}")
-ax.set(xlabel="label y", ylabel="P(Y = y | s in X)", title="input signatures Q (columns)")
-ax.legend(fontsize=8)
-ax = fig.add_subplot(1, 3, 3)
-for y in (40, 55):
-    ax.bar(np.arange(V), R[y], alpha=0.6, width=1.0, label=f"R for label {y}")
-ax.set(xlabel="input token s", ylabel="E[c_s(X) | Y = y] / L", title="output signatures R (rows)")
-ax.legend(fontsize=8)
-plt.tight_layout()
+plots.plot_heatmap(M, ax=axes[0], vmin=-span, vmax=span, cmap="RdBu_r", title="signature matrix M", colorbar="M")
+axes[0].set(xlabel="input token s (feature)", ylabel="label y")
+axes[0].axvspan(keys[0] - 0.5, keys[-1] + 0.5, color="gold", alpha=0.08)
+labels_axis = np.arange(V)
+plots.plot_curves({f"Q for {'key' if s in keys else 'anchor'} {s}": (labels_axis, Q[:, s]) for s in (30, 45, int(anchors[1]))},
+                  ax=axes[1], logy=False, xlabel="label y", ylabel="P(Y = y | s in X)", title="input signatures Q (columns)",
+                  styles={f"Q for {'key' if s in keys else 'anchor'} {s}": {"drawstyle": "steps-mid"} for s in (30, 45, int(anchors[1]))})
+plots.plot_curves({f"R for label {y}": (labels_axis, R[y]) for y in (40, 55)}, ax=axes[2], logy=False,
+                  xlabel="input token s", ylabel="E[c_s(X) | Y = y] / L", title="output signatures R (rows)",
+                  styles={f"R for label {y}": {"drawstyle": "steps-mid"} for y in (40, 55)})
 plt.show()
 print("Q_30 is supported on labels", np.nonzero(Q[:, 30])[0], "; R_40 on tokens", np.nonzero(R[40])[0])
 
@@ -132,22 +125,15 @@ def band_profile(S, max_offset=8):
     return np.array([np.mean(np.diagonal(S, k)) for k in range(max_offset + 1)])
 
 
+key_labels = [str(k) for k in keys]
 fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), gridspec_kw={"width_ratios": [1, 1, 1.3]}, layout="constrained")
-ticks = np.arange(0, len(keys), 5)
 S_full = similarity_by_name("cosine_M", ds)
-im = axes[0].imshow(S_full, cmap="RdBu_r", vmin=-1, vmax=1)
-axes[0].set(title="cosine_M, all 64 tokens", xlabel="token", ylabel="token")
-im = axes[1].imshow(similarities["cosine_M"], cmap="RdBu_r", vmin=-1, vmax=1)
-axes[1].set(title="cosine_M, keys 20..59")
-axes[1].set_xticks(ticks, keys[ticks])
-axes[1].set_yticks(ticks, keys[ticks])
-for a in axes[:2]:
-    a.grid(False)
-fig.colorbar(im, ax=axes[:2], shrink=0.8)
-for name, S in similarities.items():
-    axes[2].plot(band_profile(S), "o-", label=name)
-axes[2].set(xlabel="|z - z'|", ylabel="mean similarity of key pairs", title="band profile")
-axes[2].legend()
+plots.plot_heatmap(S_full, ax=axes[0], cmap="RdBu_r", title="cosine_M, all 64 tokens")
+plots.plot_heatmap(similarities["cosine_M"], key_labels, ax=axes[1], cmap="RdBu_r", title="cosine_M, keys 20..59",
+                   colorbar="similarity")
+offsets = np.arange(9)
+plots.plot_curves({name: (offsets, band_profile(S)) for name, S in similarities.items()}, ax=axes[2], marker="o",
+                  logy=False, xlabel="|z - z'|", ylabel="mean similarity of key pairs", title="band profile")
 plt.show()
 
 # %% [markdown]
@@ -187,18 +173,12 @@ for name, cfg in edited_configs.items():
 
 fig, axes = plt.subplots(1, len(edited_sims) + 1, figsize=(19, 3.9),
                          gridspec_kw={"width_ratios": [1] * len(edited_sims) + [1.3]}, layout="constrained")
-for ax, (name, S) in zip(axes, edited_sims.items()):
-    im = ax.imshow(S - S_base, cmap="PuOr_r", vmin=-0.5, vmax=0.5)
-    ax.set_title(f"Delta S_P: {name}", fontsize=9)
-    ax.set_xticks(ticks, keys[ticks], fontsize=7)
-    ax.set_yticks(ticks, keys[ticks], fontsize=7)
-    ax.grid(False)
-fig.colorbar(im, ax=axes[:-1], shrink=0.8)
-axes[-1].plot(band_profile(S_base), "ko-", lw=2, label="baseline")
-for name, S in edited_sims.items():
-    axes[-1].plot(band_profile(S), "o--", label=name)
-axes[-1].set(xlabel="|z - z'|", ylabel="mean cosine_M", title="band profile after each edit")
-axes[-1].legend(fontsize=8)
+plots.plot_similarity_heatmaps({f"Delta S_P: {name}": S - S_base for name, S in edited_sims.items()}, key_labels,
+                               axes=axes[:-1], vmin=-0.5, vmax=0.5, cmap="PuOr_r", colorbar="Delta S_P")
+plots.plot_curves({"baseline": (offsets, band_profile(S_base)),
+                   **{name: (offsets, band_profile(S)) for name, S in edited_sims.items()}},
+                  ax=axes[-1], marker="o", logy=False, xlabel="|z - z'|", ylabel="mean cosine_M",
+                  title="band profile after each edit", styles={"baseline": {"color": "k", "lw": 2}})
 plt.show()
 
 # %% [markdown]
@@ -214,22 +194,23 @@ plt.show()
 #   initialisation at all;
 # * `signature`: the change of the signature similarity `Delta S_P` itself (on its own scale).
 #
-# Edits are given as the `FIELD=VALUE` strings of the command line (`--edit`); they produce exactly the configs
-# above. The runs are kept small: width `d = 128`, 2000 steps at learning rate 0.05 (flow time 100, past growth
+# Edits are typed `DataEdit(field, value)` objects; their text form is the command line's `--edit FIELD=VALUE`,
+# and they produce exactly the configs above. The runs are kept small: width `d = 128`, 2000 steps at learning rate 0.05 (flow time 100, past growth
 # 5x, before the escape).
 
 # %%
 run_config = LinearExperimentConfig(dim=128, train=TrainConfig(steps=2000, learning_rate=0.05, record_every=20))
-edit_strings = {
-    "anchor_weights=(4,1,1,1)": "anchor_weights=4,1,1,1",
-    "held_out=(4,)": "held_out=4",
-    "key_weights=1..3": "key_weights=" + ",".join(f"{w:g}" for w in key_weights),
+edits = {
+    "anchor_weights=(4,1,1,1)": DataEdit("anchor_weights", (4.0, 1.0, 1.0, 1.0)),
+    "held_out=(4,)": DataEdit("held_out", (Combo((4,)),)),
+    "key_weights=1..3": DataEdit("key_weights", key_weights),
 }
-for name, text in edit_strings.items():
-    assert InterventionConfig(base=run_config, edits=(text,)).edited_config().data == edited_configs[name]
+for name, edit in edits.items():
+    assert InterventionConfig(base=run_config, edits=(edit,)).resolved().edited_data == edited_configs[name]
+print("command-line form of the edits:", [f"--edit {edit}"[:40] for edit in edits.values()])
 
 tic = time.perf_counter()
-result = run_intervention(InterventionConfig(base=run_config, edits=(edit_strings["anchor_weights=(4,1,1,1)"],)),
+result = run_intervention(InterventionConfig(base=run_config, edits=(edits["anchor_weights=(4,1,1,1)"],)),
                           quiet=True)
 print(f"baseline + edited run in {time.perf_counter() - tic:.1f} s; compared at t = {result.metrics['compare_time']:.1f}"
       f" (growth {result.metrics['compare_growth']:.2f}x); mean |Delta S_E| = "
@@ -255,30 +236,18 @@ deltas = {
     f"measured: gradient descent, t={t_cmp:.0f}": result.delta_measured,
 }
 span = max(np.abs(offdiagonal(d)).max() for d in deltas.values())
-fig, axes = plt.subplots(1, len(deltas), figsize=(17, 3.9), layout="constrained")
-for ax, (title, d) in zip(axes, deltas.items()):
-    im = ax.imshow(d, cmap="PuOr_r", vmin=-span, vmax=span)
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks(ticks, keys[ticks], fontsize=7)
-    ax.set_yticks(ticks, keys[ticks], fontsize=7)
-    ax.grid(False)
-fig.colorbar(im, ax=axes, shrink=0.8, label="edited minus baseline key similarity")
+plots.plot_similarity_heatmaps(deltas, key_labels, vmin=-span, vmax=span, cmap="PuOr_r",
+                               colorbar="edited minus baseline key similarity")
 plt.show()
 
 # %%
 measured = offdiagonal(result.delta_measured)
-fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), constrained_layout=True)
 for ax, name in zip(axes, ("closed_form", "expected_gram", "signature")):
-    pred = offdiagonal(result.delta_predicted[name])
-    ax.scatter(pred, measured, s=5, alpha=0.4)
-    if name != "signature":
-        lim = [min(pred.min(), measured.min()), max(pred.max(), measured.max())]
-        ax.plot(lim, lim, "k--", lw=0.8, label="y = x")
-        ax.legend(loc="lower right")
     st = result.metrics["delta_vs_prediction"][name]
-    ax.set(xlabel=f"predicted Delta ({name})", ylabel="measured Delta S_E",
-           title=f"{name}: Pearson {st['pearson']:.4f}")
-plt.tight_layout()
+    plots.plot_similarity_scatter(offdiagonal(result.delta_predicted[name]), measured, ax=ax,
+                                  diagonal=name != "signature", xlabel=f"predicted Delta ({name})",
+                                  ylabel="measured Delta S_E", title=f"{name}: Pearson {st['pearson']:.4f}")
 plt.show()
 
 # %% [markdown]
@@ -299,13 +268,11 @@ plt.show()
 sv_b, sv_e = result.baseline.metrics["singular_values_M"], result.edited.metrics["singular_values_M"]
 print(f"leading singular values of M: baseline {np.round(sv_b[:3], 4)}, edited {np.round(sv_e[:3], 4)}")
 ot = result.metrics["delta_correlation_over_time"]
-fig, ax = plt.subplots(figsize=(8, 4))
-ax.plot(ot["time"], ot["closed_form"], "o-", ms=3, label="Pearson(measured, closed form)")
-ax.plot(ot["time"], ot["signature"], "s-", ms=3, label="Pearson(measured, Delta S_P)")
-ax.axvline(t_cmp, color="k", ls=":", label=f"comparison time (growth 2x), t={t_cmp:.0f}")
-ax.set(xlabel="flow time t", ylabel="Pearson of Delta S_E", ylim=(-0.05, 1.05),
-       title="predicted vs measured Delta S_E during the early phase (growth <= 5x)")
-ax.legend()
+ax = plots.plot_curves({"Pearson(measured, closed form)": (ot["time"], ot["closed_form"]),
+                        "Pearson(measured, Delta S_P)": (ot["time"], ot["signature"])}, logy=False, marker=".",
+                       ylabel="Pearson of Delta S_E", ylim=(-0.05, 1.05),
+                       vlines={f"comparison time (growth 2x), t={t_cmp:.0f}": t_cmp},
+                       title="predicted vs measured Delta S_E during the early phase (growth <= 5x)")
 plt.show()
 assert result.metrics["delta_vs_prediction"]["closed_form"]["pearson"] > 0.99
 assert result.metrics["delta_vs_prediction"]["expected_gram"]["pearson"] > 0.6
@@ -322,28 +289,25 @@ assert result.metrics["delta_vs_prediction"]["expected_gram"]["pearson"] > 0.6
 results = {"anchor_weights=(4,1,1,1)": result}
 for name in ("held_out=(4,)", "key_weights=1..3"):
     tic = time.perf_counter()
-    results[name] = run_intervention(InterventionConfig(base=run_config, edits=(edit_strings[name],)), quiet=True)
+    results[name] = run_intervention(InterventionConfig(base=run_config, edits=(edits[name],)), quiet=True)
     print(f"{name}: {time.perf_counter() - tic:.1f} s")
 rows = ["| edit | mean abs Delta S_E | closed form: Pearson / rel. err | expected Gram: Pearson / rel. err "
         "| Delta S_P: Pearson |", "|---|---|---|---|---|"]
 for name, r in results.items():
     st = r.metrics["delta_vs_prediction"]
-    rows.append(f"| `{edit_strings[name][:40]}` | {r.metrics['mean_abs_delta_measured']:.3f} | "
+    rows.append(f"| `{str(edits[name])[:40]}` | {r.metrics['mean_abs_delta_measured']:.3f} | "
                 f"{st['closed_form']['pearson']:.5f} / {st['closed_form']['rel_err']:.3f} | "
                 f"{st['expected_gram']['pearson']:.3f} / {st['expected_gram']['rel_err']:.3f} | "
                 f"{st['signature']['pearson']:.3f} |")
 display(Markdown("\n".join(rows)))
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
 for ax, name in zip(axes, ("held_out=(4,)", "key_weights=1..3")):
     r = results[name]
-    ax.scatter(offdiagonal(r.delta_predicted["closed_form"]), offdiagonal(r.delta_measured), s=5, alpha=0.4,
-               label="closed form")
-    ax.scatter(offdiagonal(r.delta_predicted["expected_gram"]), offdiagonal(r.delta_measured), s=5, alpha=0.4,
-               label="expected Gram")
-    ax.set(xlabel="predicted Delta S_E", ylabel="measured Delta S_E", title=name)
-    ax.legend()
-plt.tight_layout()
+    for prediction, label in (("closed_form", "closed form"), ("expected_gram", "expected Gram")):
+        plots.plot_similarity_scatter(offdiagonal(r.delta_predicted[prediction]), offdiagonal(r.delta_measured),
+                                      ax=ax, label=label, xlabel="predicted Delta S_E", ylabel="measured Delta S_E",
+                                      title=name)
 plt.show()
 for r in results.values():
     assert r.metrics["delta_vs_prediction"]["closed_form"]["pearson"] > 0.99

@@ -32,12 +32,11 @@ import numpy as np
 
 warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm without ipywidgets; progress is off anyway
 
-from probsig_jax.analysis import offdiagonal
-from probsig_jax.experiments.common import embedding_similarity
+from probsig_jax.analysis import plots
 from probsig_jax.experiments.ffn import FFNExperimentConfig, run_ffn
-from probsig_jax.train import TrainConfig
+from probsig_jax.training.supervised import TrainConfig
 
-# probsig_jax.plots (imported by the experiments) may switch matplotlib to Agg; draw inline:
+# probsig_jax.analysis.plots (imported by the experiments) may switch matplotlib to Agg; draw inline:
 # %matplotlib inline
 plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
 NOTEBOOK_START = time.perf_counter()
@@ -80,13 +79,11 @@ for r in rows:
 # %%
 by = {(r.name, r.init_scale): r for r in result.runs}
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
-for (name, scale), run in by.items():
-    style = "-" if name == "ffn" else "--"
-    axes[0].plot(run.steps, run.loss, style, label=f"{name}, init {scale:g}")
-    axes[1].plot(run.steps, run.accuracy["train"], style, label=f"{name}, init {scale:g}")
-axes[0].set(yscale="log", xlabel="step", ylabel="training loss")
-axes[1].set(xlabel="step", ylabel="train accuracy")
-axes[1].legend(fontsize="small")
+styles = {f"{name}, init {scale:g}": {"ls": "-" if name == "ffn" else "--"} for name, scale in by}
+plots.plot_curves({f"{name}, init {scale:g}": (run.steps, run.loss) for (name, scale), run in by.items()}, ax=axes[0],
+                  xlabel="step", ylabel="training loss", styles=styles)
+plots.plot_curves({f"{name}, init {scale:g}": (run.steps, run.accuracy["train"]) for (name, scale), run in by.items()},
+                  ax=axes[1], xlabel="step", ylabel="train accuracy", logy=False, styles=styles)
 plt.show()
 
 # %% [markdown]
@@ -97,29 +94,21 @@ plt.show()
 # shifted by `z`, so similarity depends on `z - z'` through the overlaps of those shifted distributions.
 
 # %%
-V = result.task.train.vocab_size
 panels = {"signature (cosine of M columns)": result.signature_sim}
 for name in ("ffn", "linear"):
     for scale in (1e-3, 1.0):
-        panels[f"{name}, init {scale:g}"] = embedding_similarity(by[(name, scale)].E[-1], result.keys, V, False)
-fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8), constrained_layout=True)
-for ax, (title, S) in zip(axes, panels.items()):
-    image = ax.imshow(S, cmap="coolwarm", vmin=-1, vmax=1)
-    ax.set_title(title, fontsize="small")
-    ax.set_xticks([])
-    ax.set_yticks([])
-fig.colorbar(image, ax=axes, shrink=0.8)
+        panels[f"{name}, init {scale:g}"] = result.key_similarity(by[(name, scale)].E[-1])
+plots.plot_similarity_heatmaps(panels)
 plt.show()
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
 for ax, scale in zip(axes, (1e-3, 1.0)):
-    for name, colour in (("ffn", "C0"), ("linear", "C1")):
-        S = embedding_similarity(by[(name, scale)].E[-1], result.keys, V, False)
-        ax.scatter(offdiagonal(result.signature_sim), offdiagonal(S), s=3, alpha=0.4, color=colour,
-                   label=f"{name}: Pearson {by[(name, scale)].alignment_final['pearson']:.2f}")
-    ax.set(title=f"init scale {scale:g}", xlabel="signature similarity", ylabel="key-embedding similarity")
-    ax.legend(fontsize="small", markerscale=4)
+    for name in ("ffn", "linear"):
+        plots.plot_similarity_scatter(result.signature_sim, panels[f"{name}, init {scale:g}"], ax=ax,
+                                      label=f"{name}: Pearson {by[(name, scale)].alignment_final['pearson']:.2f}",
+                                      title=f"init scale {scale:g}", xlabel="signature similarity",
+                                      ylabel="key-embedding similarity")
 plt.show()
 
 # %% [markdown]
@@ -127,20 +116,17 @@ plt.show()
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
-for (name, scale), run in by.items():
-    aot = run.alignment_over_time
-    axes[0].plot(run.steps[np.asarray(aot["record_index"])], aot["pearson"], "-" if name == "ffn" else "--",
-                 label=f"{name}, init {scale:g}")
-axes[0].set(xlabel="step", ylabel="Pearson(S_E, S_P)", title="alignment over training")
-axes[0].legend(fontsize="small")
+plots.plot_curves({f"{name}, init {scale:g}": (run.steps[np.asarray(run.alignment_over_time["record_index"])],
+                                              np.asarray(run.alignment_over_time["pearson"]))
+                   for (name, scale), run in by.items()}, ax=axes[0], xlabel="step", ylabel="Pearson(S_E, S_P)",
+                  logy=False, styles=styles, title="alignment over training")
 scales = np.asarray(config.init_scale)
-for name, marker in (("ffn", "o"), ("linear", "s")):
-    axes[1].plot(scales, [by[(name, s)].alignment_final["pearson"] for s in scales], marker=marker,
-                 label=f"{name}: Pearson")
-    axes[1].plot(scales, [by[(name, s)].accuracy["test_held_out"][-1] for s in scales], marker=marker, ls=":",
-                 label=f"{name}: held-out accuracy")
-axes[1].set(xscale="log", xlabel="init scale", title="the initialisation-scale sweep")
-axes[1].legend(fontsize="small")
+sweep = {}
+for name in ("ffn", "linear"):
+    sweep[f"{name}: Pearson"] = (scales, [by[(name, s)].alignment_final["pearson"] for s in scales])
+    sweep[f"{name}: held-out accuracy"] = (scales, [by[(name, s)].accuracy["test_held_out"][-1] for s in scales])
+plots.plot_curves(sweep, ax=axes[1], xlabel="init scale", ylabel="", logy=False, logx=True, marker="o",
+                  styles={k: {"ls": ":"} for k in sweep if "accuracy" in k}, title="the initialisation-scale sweep")
 plt.show()
 
 # %% [markdown]

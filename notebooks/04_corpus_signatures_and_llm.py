@@ -32,15 +32,16 @@ import numpy as np
 
 warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm without ipywidgets; progress is off anyway
 
-from probsig_jax.analysis import alignment_metrics, cosine_similarity_matrix, offdiagonal
-from probsig_jax.corpus import CorpusConfig, tokenize_corpus
-from probsig_jax.experiments.corpus_alignment import CorpusAnalysisConfig, analyse_corpus, cluster_order
-from probsig_jax.lm_data import TokenWindows, split_stream
-from probsig_jax.lm_training import LMRunConfig, train_language_model
-from probsig_jax.models.qwen2 import PRESETS
-from probsig_jax.tokenizer import qwen2_tokenizer
-from probsig_jax.train_lm import LMTrainConfig
-from probsig_jax.vocab import VocabularyMap
+from probsig_jax.analysis import plots
+from probsig_jax.analysis.alignment import alignment_series, compare_one, weight_similarities
+from probsig_jax.analysis.geometry import cluster_order
+from probsig_jax.corpus import CorpusConfig, VocabularyMap, qwen2_tokenizer, tokenize_corpus
+from probsig_jax.experiments.corpus_alignment import (CORPUS_ALIGNMENT, CorpusAnalysisConfig, analyse_corpus,
+                                                      model_weights)
+from probsig_jax.models.qwen2 import PRESETS, Qwen2LM
+from probsig_jax.training.lm_loop import LMRunConfig, train_language_model
+from probsig_jax.training.lm_optimizer import LMTrainConfig
+from probsig_jax.training.token_windows import TokenWindows, split_stream
 
 # %matplotlib inline
 plt.rcParams.update({"figure.dpi": 90, "axes.grid": False})
@@ -74,22 +75,16 @@ print("known ids:", {t: tokenizer.encode(t) for t in ("0", "9", " ", "Hello", " 
 # learned part `Q_T diag(cosh(2 S t) - 1) Q_T^T` of the closed form's Gram when the leading mode has grown 2x.
 
 # %%
-analysis = analyse_corpus(train_ids, vocab.size, tokenizer, vocab, CorpusAnalysisConfig(top_tokens=100))
+analysis = analyse_corpus(train_ids, vocab.size, tokenizer, vocab, CorpusAnalysisConfig(), CORPUS_ALIGNMENT)
 print(f"{analysis.counts.num_pairs:,} distinct pairs; leading singular values of M: "
       f"{np.round(analysis.top_singular_values[:5], 5)}; prediction time t = {analysis.theory_time:.1f}")
 digits = next(s for s in analysis.token_sets if s.name == "digits")
 targets = analysis.targets["digits"]
-fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-for ax, (name, key) in zip(axes, [("phi_next (input signature)", "input_cosine"),
-                                  ("phi_pre (output signature)", "output_cosine"),
-                                  ("theory: predicted W_E similarity", "theory_embedding")]):
-    im = ax.imshow(targets[key], cmap="coolwarm", vmin=-1, vmax=1)
-    ax.set_xticks(range(10), digits.labels)
-    ax.set_yticks(range(10), digits.labels)
-    ax.set_title(name)
-fig.colorbar(im, ax=axes, shrink=0.8)
+plots.plot_similarity_heatmaps({"phi_next (input signature)": targets["input_signature"],
+                                "phi_pre (output signature)": targets["output_signature"],
+                                "theory: predicted W_E similarity": targets["theory_embedding"]}, list(digits.labels))
 plt.show()
-m = alignment_metrics(targets["theory_embedding"], targets["input_cosine"], k=3, q=10)
+m = compare_one(targets["theory_embedding"], targets["input_signature"], CORPUS_ALIGNMENT.replace(topk=3))
 print(f"digits, theory prediction vs phi_next: Pearson {m['pearson']:.3f}, Spearman {m['spearman']:.3f}")
 assert m["pearson"] > 0.7   # at this early time the prediction is the (projected) signature geometry
 
@@ -97,39 +92,28 @@ assert m["pearson"] > 0.7   # at this early time the prediction is the (projecte
 # ## 3. Train a small Qwen2.5-architecture model and compare
 #
 # The `tiny` preset (untied embeddings, 2 layers, hidden 64) with the corpus's vocabulary, 250 AdamW steps
-# of 16 x 64 tokens. The hook measures, at every evaluation, how the cosine similarities of the input
-# embeddings of the top-100 tokens align with the signatures and with the prediction.
+# of 16 x 64 tokens. The hook is the analysis's `AlignmentTracker` (the one E4 uses): at every evaluation it
+# measures how the cosine similarities of the input embeddings and unembeddings of the token sets align with
+# the signatures and with the prediction.
 
 # %%
 top = next(s for s in analysis.token_sets if s.name == "top")
-curve = []
-
-
-def evaluate(step, model):
-    S_E = cosine_similarity_matrix(np.asarray(model.input_embeddings())[top.model_ids])
-    t = analysis.targets["top"]
-    row = {"signature": alignment_metrics(S_E, t["input_cosine"])["pearson"],
-           "theory": alignment_metrics(S_E, t["theory_embedding"])["pearson"]}
-    curve.append((step, row))
-    return row
-
+tracker = analysis.tracker()
 
 tic = time.perf_counter()
 config = PRESETS["tiny"].replace(vocab_size=vocab.size)
-result = train_language_model(config, LMTrainConfig(learning_rate=3e-3, warmup_steps=25, total_steps=250,
-                                                    weight_decay=0.0),
+result = train_language_model(lambda rngs: Qwen2LM(config, rngs=rngs),
+                              LMTrainConfig(learning_rate=3e-3, warmup_steps=25, total_steps=250, weight_decay=0.0),
                               LMRunConfig(batch_size=16, seq_len=64, eval_every=25, checkpoint_every=0),
-                              TokenWindows(train_ids, 64), TokenWindows(eval_ids, 64), evaluate=evaluate, quiet=True)
+                              TokenWindows(train_ids, 64), TokenWindows(eval_ids, 64),
+                              evaluate=lambda step, model: {"alignment": tracker(step, model_weights(model))}, quiet=True)
 print(f"trained in {time.perf_counter() - tic:.1f} s; held-out loss {result.evals[0]['eval_loss']:.2f} -> "
       f"{result.evals[-1]['eval_loss']:.2f}")
-steps = [s for s, _ in curve]
-plt.figure(figsize=(6, 3.5))
-for key in ("signature", "theory"):
-    plt.plot(steps, [r[key] for _, r in curve], "o-", label=f"W_E vs {key}")
-plt.xlabel("step")
-plt.ylabel("Pearson r, top-100 tokens")
-plt.legend()
-plt.grid(alpha=0.3)
+curve = {key: alignment_series(tracker.history, "top", comparison)
+         for key, comparison in (("signature", "embedding_vs_signature"), ("theory", "embedding_vs_theory"))}
+ax = plots.plot_curves({f"W_E vs {key}": (series["step"], series["pearson"]) for key, series in curve.items()},
+                       xlabel="step", ylabel="Pearson r, top-100 tokens", logy=False, marker="o")
+ax.figure.set_size_inches(6, 3.5)
 plt.show()
 
 # %% [markdown]
@@ -137,19 +121,16 @@ plt.show()
 # computed from counts before any training, tracks it about as well as the signatures do.
 
 # %%
-S_E = cosine_similarity_matrix(np.asarray(result.model.input_embeddings())[top.model_ids])
-order = cluster_order(analysis.targets["top"]["input_cosine"])
-fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
-for ax, (name, mat) in zip(axes, [("trained W_E", S_E), ("phi_next", analysis.targets["top"]["input_cosine"]),
-                                  ("theory prediction", analysis.targets["top"]["theory_embedding"])]):
-    ax.imshow(mat[np.ix_(order, order)], cmap="coolwarm", vmin=-1, vmax=1)
-    ax.set_title(name)
-    ax.set_xticks([])
-    ax.set_yticks([])
+order = cluster_order(analysis.targets["top"]["input_signature"])
+ordered = top.reordered(order)
+S_E = weight_similarities(model_weights(result.model), ordered)["embedding"]
+plots.plot_similarity_heatmaps({"trained W_E": S_E,
+                                "phi_next": analysis.targets["top"]["input_signature"][np.ix_(order, order)],
+                                "theory prediction": analysis.targets["top"]["theory_embedding"][np.ix_(order, order)]})
 plt.show()
-final = curve[-1][1]
+final = {key: series["pearson"][-1] for key, series in curve.items()}
 print(f"final: W_E vs phi_next {final['signature']:.3f}, W_E vs theory {final['theory']:.3f}")
 assert final["signature"] > 0.3 and final["theory"] > 0.3
-assert curve[0][1]["signature"] < 0.2     # no alignment at initialisation
+assert curve["signature"]["pearson"][0] < 0.2     # no alignment at initialisation
 cache.cleanup()
 print(f"notebook ran in {time.perf_counter() - NOTEBOOK_START:.0f} s")

@@ -8,7 +8,8 @@ input never surfaces as a traceback from deep inside JAX.
 from __future__ import annotations
 
 import math
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 
 class ConfigError(ValueError):
@@ -16,7 +17,20 @@ class ConfigError(ValueError):
 
     def __init__(self, field: str, message: str):
         self.field = field
+        self.message = message
         super().__init__(f"{field}: {message}")
+
+
+@contextmanager
+def renamed_field(prefix: str) -> Iterator[None]:
+    """Re-raise a ConfigError from the block with ``prefix`` put before its field name (a nested config's
+    ``source`` becomes the ``corpus_source`` the user typed as ``--corpus-source``)."""
+    try:
+        yield
+    except ConfigError as err:
+        if not prefix:
+            raise
+        raise ConfigError(prefix + err.field, err.message) from None
 
 
 def require(condition: bool, field: str, message: str) -> None:

@@ -14,7 +14,7 @@ import zstandard
 import probsig_jax.corpus.shards as shards_mod
 from probsig_jax.corpus import (CorpusConfig, CorpusError, ReadStats, TokenShards, embedded, iter_documents,
                                 open_shards, read_pile, read_text, tokenize_corpus)
-from probsig_jax.tokenizer import load_tokenizer, qwen2_tokenizer
+from probsig_jax.corpus.tokenizer import load_tokenizer, qwen2_tokenizer
 from probsig_jax.validation import ConfigError
 
 

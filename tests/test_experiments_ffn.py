@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from probsig_jax import simulate
-from probsig_jax.experiments.common import trained_keys
+from probsig_jax.experiments.toy_tasks import trained_keys
 from probsig_jax.data import PRESETS, make_composite_addition
 
 FIGURES = {"loss.png", "accuracy.png", "similarity_heatmaps.png", "similarity_scatter.png", "key_projection.png",

@@ -16,11 +16,12 @@ from flax import nnx
 
 from probsig_jax import simulate
 from probsig_jax.corpus import CorpusConfig
-from probsig_jax.experiments.corpus_alignment import COMPARISONS, CorpusAnalysisConfig
-from probsig_jax.experiments.llm import LLMExperimentConfig, checkpoint_dir_for, run_llm
-from probsig_jax.lm_training import LMRunConfig
+from probsig_jax.experiments.corpus_alignment import CORPUS_ALIGNMENT, TRAINING_COMPARISONS, CorpusAnalysisConfig
+from probsig_jax.experiments.llm import LLMExperimentConfig, run_llm
+from probsig_jax.experiments.runner import work_dir_for
 from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM, save_pretrained
-from probsig_jax.train_lm import LMTrainConfig
+from probsig_jax.training.lm_loop import LMRunConfig
+from probsig_jax.training.lm_optimizer import LMTrainConfig
 
 SENTENCES = [
     "the cat sat on the mat and the dog sat on the log .",
@@ -43,7 +44,7 @@ def write_corpus(path, repeats: int = 30, seed: int = 0):
 def small_config(corpus_dir, cache_dir, steps: int = 12) -> LLMExperimentConfig:
     return LLMExperimentConfig(
         cache_dir=str(cache_dir), num_workers=1, hidden_size=32,
-        analysis=CorpusAnalysisConfig(top_tokens=20, theory_rank=8),
+        analysis=CorpusAnalysisConfig(theory_rank=8), alignment=CORPUS_ALIGNMENT.replace(top_tokens=20),
         corpus=CorpusConfig(source=str(corpus_dir)),
         train=LMTrainConfig(learning_rate=1e-2, warmup_steps=2, total_steps=steps, weight_decay=0.0),
         run=LMRunConfig(batch_size=4, seq_len=16, eval_every=4, eval_batches=2, checkpoint_every=4))
@@ -57,8 +58,8 @@ def test_run_llm_reports_every_metric_and_alignment_over_training(tmp_path):
     assert m["final_eval_loss"] < m["initial_eval_loss"]
     assert set(m["token_sets"]) == {"top", "digits"}
     for block in m["token_sets"].values():
-        for comparison, _, _ in COMPARISONS:
-            row = block["trained"][comparison]
+        for comparison in TRAINING_COMPARISONS:
+            row = block["trained"][comparison.name]
             for key in ("pearson", "spearman", "topk_overlap", "strong_pair_precision", "weak_pair_precision"):
                 assert key in row
         assert block["strong_pairs"]["holds"] in (True, False, None)
@@ -68,7 +69,7 @@ def test_run_llm_reports_every_metric_and_alignment_over_training(tmp_path):
     digits = result.alignment.token_sets[1]
     assert digits.labels == tuple(str(d) for d in range(10))       # all ten digits are single tokens here
     assert [e["step"] for e in m["evals"]] == [0, 4, 8, 12]
-    assert all("top/embedding_vs_signature/pearson" in e for e in m["evals"])
+    assert all("pearson" in e["alignment"]["top"]["embedding_vs_signature"] for e in m["evals"])
     assert len(result.digit_snapshots()) == 4
     # the signature targets are exactly what the corpus counts give: theory prediction symmetric, unit diagonal
     theory = result.alignment.targets["top"]["theory_embedding"]
@@ -85,23 +86,23 @@ def test_simulate_llm_writes_a_complete_run_and_resumes_after_an_interruption(tm
             "--seq-len", "16", "--eval-every", "4", "--checkpoint-every", "4"]
 
     # a first attempt dies after the checkpoint of step 8 (as a killed process would)
-    import probsig_jax.lm_training as lm_training
-    real_save = lm_training.TrainCheckpointer.save
+    import probsig_jax.training.lm_loop as lm_loop
+    real_save = lm_loop.TrainCheckpointer.save
 
     def save_then_die(self, step, *a, **k):
         real_save(self, step, *a, **k)
         if step == 8:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(lm_training.TrainCheckpointer, "save", save_then_die)
+    monkeypatch.setattr(lm_loop.TrainCheckpointer, "save", save_then_die)
     assert simulate.main(args) == 130
-    assert not out.exists() and (checkpoint_dir_for(out) / "8").is_dir()
-    monkeypatch.setattr(lm_training.TrainCheckpointer, "save", real_save)
+    assert not out.exists() and (work_dir_for(out) / "8").is_dir()
+    monkeypatch.setattr(lm_loop.TrainCheckpointer, "save", real_save)
 
     assert simulate.main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["resumed_from"] == 8 and [e["step"] for e in metrics["evals"]] == [0, 4, 8, 12]
-    assert not checkpoint_dir_for(out).exists()
+    assert not work_dir_for(out).exists()
     config = json.loads((out / "config.json").read_text())
     assert config["command"] == "llm" and config["config"]["corpus"]["source"] == str(corpus)
     assert "git" in json.dumps(config["provenance"])
@@ -171,15 +172,15 @@ def test_randomized_svd_option_gives_the_same_top_modes(tmp_path):
     from dataclasses import replace
 
     from probsig_jax.experiments.corpus_alignment import analyse_corpus
-    from probsig_jax.tokenizer import qwen2_tokenizer
-    from probsig_jax.vocab import VocabularyMap
+    from probsig_jax.corpus.tokenizer import qwen2_tokenizer
+    from probsig_jax.corpus.vocab import VocabularyMap
 
     tok = qwen2_tokenizer()
     ids = np.concatenate([tok.encode_arrays([s])[0] for s in SENTENCES * 20]).astype(np.uint32)
     vm = VocabularyMap.from_tokens([ids], tok.vocab_size)
-    config = CorpusAnalysisConfig(top_tokens=10, theory_rank=5)
-    a = analyse_corpus(vm.to_compact(ids), vm.size, tok, vm, config)
-    b = analyse_corpus(vm.to_compact(ids), vm.size, tok, vm, replace(config, theory_svd="randomized"))
+    config, alignment = CorpusAnalysisConfig(theory_rank=5), CORPUS_ALIGNMENT.replace(top_tokens=10)
+    a = analyse_corpus(vm.to_compact(ids), vm.size, tok, vm, config, alignment)
+    b = analyse_corpus(vm.to_compact(ids), vm.size, tok, vm, replace(config, theory_svd="randomized"), alignment)
     np.testing.assert_allclose(a.top_singular_values[:3], b.top_singular_values[:3], rtol=1e-6)
 
 

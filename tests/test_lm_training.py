@@ -5,15 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probsig_jax.lm_data import TokenWindows, split_stream
-from probsig_jax.lm_training import LMRunConfig, TrainingDiverged, train_language_model
-from probsig_jax.models.qwen2 import Qwen2Config
-from probsig_jax.train_lm import LMTrainConfig
+from probsig_jax.training.token_windows import TokenWindows, split_stream
+from probsig_jax.training.lm_loop import LMRunConfig, TrainingDiverged, train_language_model
+from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM
+from probsig_jax.training.lm_optimizer import LMTrainConfig
 from probsig_jax.validation import ConfigError
-from probsig_jax.vocab import VocabularyMap
+from probsig_jax.corpus.vocab import VocabularyMap
 
 TINY = Qwen2Config(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                    num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+
+
+def qwen2(config: Qwen2Config):
+    """The model factory train_language_model takes."""
+    return lambda rngs: Qwen2LM(config, rngs=rngs)
 
 
 def stream(n: int = 600, vocab: int = 40, seed: int = 0) -> np.ndarray:
@@ -74,7 +79,7 @@ def _setup(steps: int = 8, **train_overrides):
 def test_training_reduces_loss_and_calls_the_hook():
     run, train, tw, ew = _setup(steps=30)
     calls = []
-    result = train_language_model(TINY, train, run, tw, ew, evaluate=lambda s, m: calls.append(s) or {"norm": 1.0},
+    result = train_language_model(qwen2(TINY), train, run, tw, ew, evaluate=lambda s, m: calls.append(s) or {"norm": 1.0},
                                   quiet=True)
     assert result.history["step"] == list(range(30))
     assert calls == [0] + list(range(2, 31, 2))
@@ -85,7 +90,7 @@ def test_training_reduces_loss_and_calls_the_hook():
 
 def test_interrupted_and_resumed_run_reproduces_the_uninterrupted_curve(tmp_path):
     run, train, tw, ew = _setup(steps=8)
-    full = train_language_model(TINY, train, run, tw, ew, checkpoint_dir=tmp_path / "full", quiet=True)
+    full = train_language_model(qwen2(TINY), train, run, tw, ew, checkpoint_dir=tmp_path / "full", quiet=True)
 
     def interrupt_at_6(step, model):
         if step == 6:
@@ -93,9 +98,9 @@ def test_interrupted_and_resumed_run_reproduces_the_uninterrupted_curve(tmp_path
         return {}
 
     with pytest.raises(KeyboardInterrupt):
-        train_language_model(TINY, train, run, tw, ew, checkpoint_dir=tmp_path / "cut", evaluate=interrupt_at_6,
+        train_language_model(qwen2(TINY), train, run, tw, ew, checkpoint_dir=tmp_path / "cut", evaluate=interrupt_at_6,
                              quiet=True)
-    resumed = train_language_model(TINY, train, run, tw, ew, checkpoint_dir=tmp_path / "cut", quiet=True)
+    resumed = train_language_model(qwen2(TINY), train, run, tw, ew, checkpoint_dir=tmp_path / "cut", quiet=True)
     assert resumed.resumed_from == 4
     assert resumed.history == full.history                     # exactly the same curve, every step
     assert [e["eval_loss"] for e in resumed.evals] == [e["eval_loss"] for e in full.evals]
@@ -103,7 +108,7 @@ def test_interrupted_and_resumed_run_reproduces_the_uninterrupted_curve(tmp_path
                                   np.asarray(full.model.input_embeddings()))
     # another configuration must not resume from these checkpoints
     with pytest.raises(ConfigError, match="checkpoint_dir"):
-        train_language_model(TINY, LMTrainConfig(learning_rate=2e-2, warmup_steps=2, total_steps=8), run, tw, ew,
+        train_language_model(qwen2(TINY), LMTrainConfig(learning_rate=2e-2, warmup_steps=2, total_steps=8), run, tw, ew,
                              checkpoint_dir=tmp_path / "cut", quiet=True)
 
 
@@ -112,7 +117,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     train = LMTrainConfig(learning_rate=1e30, warmup_steps=0, total_steps=8, grad_clip_norm=0.0)
     run = LMRunConfig(batch_size=4, seq_len=16, eval_every=100, checkpoint_every=1)
     with pytest.raises(TrainingDiverged, match="training diverged at step") as info:
-        train_language_model(TINY, train, run, tw, ew, checkpoint_dir=tmp_path / "ck", quiet=True)
+        train_language_model(qwen2(TINY), train, run, tw, ew, checkpoint_dir=tmp_path / "ck", quiet=True)
     err = info.value
     bad_step = err.history["step"][-1]
     assert not np.isfinite(err.history["loss"][-1]) or not np.isfinite(err.history["grad_norm"][-1])
@@ -123,6 +128,6 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_bad_run_config_and_vocab_are_clear_errors():
     run, train, tw, ew = _setup()
     with pytest.raises(ConfigError, match="vocab_size"):
-        train_language_model(TINY.replace(vocab_size=10), train, run, tw, ew, quiet=True)
+        train_language_model(qwen2(TINY.replace(vocab_size=10)), train, run, tw, ew, quiet=True)
     with pytest.raises(ConfigError, match="eval_every"):
         LMRunConfig(eval_every=0).validate()

@@ -17,7 +17,7 @@ from flax import nnx
 from probsig_jax.data import CompositeAdditionConfig, make_composite_addition
 from probsig_jax.data.composite_addition import Combo
 from probsig_jax.models.ffn import FeedForwardModel
-from probsig_jax.train import TrainConfig, train, weighted_cross_entropy
+from probsig_jax.training.supervised import TrainConfig, train, weighted_cross_entropy
 from probsig_jax.validation import ConfigError
 
 ACTS = ("relu", "gelu", "tanh")

@@ -1,13 +1,15 @@
-"""Tests for probsig_jax.plots: each figure is written as a real PNG, atomically."""
+"""Tests for probsig_jax.analysis.plots: each plot draws into a given Axes (or a new figure), and ``save``
+writes a real PNG atomically through the one atomic writer."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from probsig_jax import plots
+from probsig_jax.analysis import plots
 from probsig_jax.validation import ConfigError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -18,63 +20,45 @@ def _assert_png(result: Path, expected: Path) -> None:
     data = expected.read_bytes()
     assert len(data) > 1000
     assert data[:8] == PNG_MAGIC
-    leftovers = [p.name for p in expected.parent.iterdir() if ".tmp" in p.name]
+    leftovers = [p.name for p in expected.parent.iterdir() if p.name != expected.name and p.name.startswith(".")]
     assert leftovers == []
 
 
 def test_loss_curves(tmp_path):
     t = np.linspace(0.0, 5.0, 50)
     out = tmp_path / "loss.png"
-    res = plots.plot_curves(
-        str(out),
-        {"train": (t, np.exp(-t) + 1e-3), "theory": (t, np.exp(-1.1 * t) + 1e-3)},
-        vline=2.0,
-        vline_label="switch",
-    )
-    _assert_png(res, out)
+    ax = plots.plot_curves({"train": (t, np.exp(-t) + 1e-3), "theory": (t, np.exp(-1.1 * t) + 1e-3)},
+                           vlines={"switch": 2.0}, hlines={"floor": 1e-3})
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels[:2] == ["train", "theory"] and "switch" in labels and "floor" in labels
+    _assert_png(plots.save(ax, out), out)
+    assert not plt.fignum_exists(ax.figure.number)          # save closes the figure
 
 
-def test_loss_curves_creates_parent_and_overwrites(tmp_path):
+def test_save_creates_parent_and_overwrites_atomically(tmp_path, monkeypatch):
     t = np.arange(5.0)
     out = tmp_path / "sub" / "dir" / "loss.png"
-    plots.plot_curves(out, {"a": (t, t + 1)}, logy=False)
+    plots.save(plots.plot_curves({"a": (t, t + 1)}, logy=False), out)
     first = out.read_bytes()
-    plots.plot_curves(out, {"a": (t, t + 1), "b": (t, 2 * t + 1)}, logy=False)
+    writes = []
+    real = plots.write_bytes
+    monkeypatch.setattr(plots, "write_bytes", lambda path, data: writes.append(path) or real(path, data))
+    plots.save(plots.plot_curves({"a": (t, t + 1), "b": (t, 2 * t + 1)}, logy=False), out)
     _assert_png(out, out)
-    assert out.read_bytes() != first
+    assert out.read_bytes() != first and writes == [out]     # through probsig_jax.runs.write_bytes
 
 
-def test_curves_as_a_sweep_plot(tmp_path, monkeypatch):
-    """logx + markers (the init-scale sweep): the axis really is logarithmic and every point is marked."""
-    import matplotlib.pyplot as plt
-
-    seen = {}
-    real_save = plots._save
-
-    def spy(fig, path):
-        ax = fig.axes[0]
-        seen["xscale"], seen["markers"] = ax.get_xscale(), [line.get_marker() for line in ax.get_lines()]
-        return real_save(fig, path)
-
-    monkeypatch.setattr(plots, "_save", spy)
+def test_curves_draw_into_a_given_axes():
+    """The notebooks compose panels: a plot drawn into ``ax`` stays there, no new figure is made."""
+    fig, axes = plt.subplots(1, 2)
+    before = plt.get_fignums()
     scales = np.array([1e-3, 1e-2, 1e-1, 1.0])
-    out = plots.plot_curves(tmp_path / "sweep.png", {"ffn": (scales, [0.6, 0.62, 0.7, 0.3])}, xlabel="init scale",
-                            ylabel="Pearson", logy=False, logx=True, marker="o")
-    _assert_png(out, tmp_path / "sweep.png")
-    assert seen == {"xscale": "log", "markers": ["o"]}
-    plt.close("all")
-
-
-def test_relative_errors(tmp_path):
-    t = np.linspace(0.0, 3.0, 40)
-    out = tmp_path / "relerr.png"
-    res = plots.plot_relative_errors(
-        out,
-        {"embedding": (t, 0.5 * np.exp(-t) + 1e-4), "signature": (t, 0.01 + 0 * t)},
-        threshold=0.02,
-        vlines={"t*": 1.0, "end of phase": 2.5},
-    )
-    _assert_png(res, out)
+    ax = plots.plot_curves({"ffn": (scales, [0.6, 0.62, 0.7, 0.3])}, ax=axes[1], xlabel="init scale",
+                           ylabel="Pearson", logy=False, logx=True, marker="o", styles={"ffn": {"ls": "--"}})
+    assert ax is axes[1] and plt.get_fignums() == before
+    assert ax.get_xscale() == "log" and [line.get_marker() for line in ax.get_lines()] == ["o"]
+    assert ax.get_lines()[0].get_linestyle() == "--" and not axes[0].get_lines()
+    plt.close(fig)
 
 
 def test_similarity_heatmaps(tmp_path):
@@ -83,13 +67,23 @@ def test_similarity_heatmaps(tmp_path):
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     S = v @ v.T
     out = tmp_path / "heat.png"
-    res = plots.plot_similarity_heatmaps(
-        out, {"embedding": S, "signature": S ** 3}, [str(i) for i in range(45)], title="cosine"
-    )
-    _assert_png(res, out)
+    fig = plots.plot_similarity_heatmaps({"embedding": S, "signature": S ** 3}, [str(i) for i in range(45)],
+                                         title="cosine")
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["embedding", "signature"]
+    _assert_png(plots.save(fig, out), out)
     # Tick thinning keeps at most ~20 labels.
     assert len(plots._thin_ticks(45)) <= 20
     assert len(plots._thin_ticks(10)) == 10
+
+
+def test_heatmaps_into_given_axes_share_one_scale():
+    fig, axes = plt.subplots(1, 3)
+    got = plots.plot_similarity_heatmaps({"a": np.eye(3), "b": -np.eye(3)}, axes=axes[:2], vmin=-2, vmax=2,
+                                         cmap="PuOr_r")
+    assert got is fig
+    assert [im.get_clim() for ax in axes[:2] for im in ax.get_images()] == [(-2, 2), (-2, 2)]
+    assert not axes[2].get_images()
+    plt.close(fig)
 
 
 def test_similarity_scatter(tmp_path):
@@ -97,13 +91,14 @@ def test_similarity_scatter(tmp_path):
     S1 = rng.uniform(-1, 1, size=(12, 12))
     S1 = (S1 + S1.T) / 2
     out = tmp_path / "scatter.png"
-    res = plots.plot_similarity_scatter(
-        out, S1, 0.5 * S1 + 0.1, xlabel="signature", ylabel="embedding", title="t=1", stats={"pearson": 1.0, "k": 5}
-    )
-    _assert_png(res, out)
-    out1d = tmp_path / "scatter1d.png"
-    plots.plot_similarity_scatter(out1d, np.arange(10.0), np.arange(10.0) ** 2, xlabel="x", ylabel="y")
-    _assert_png(out1d, out1d)
+    ax = plots.plot_similarity_scatter(S1, 0.5 * S1 + 0.1, xlabel="signature", ylabel="embedding", title="t=1",
+                                       stats={"pearson": 1.0, "k": 5})
+    assert len(ax.collections[0].get_offsets()) == 66           # the 12 * 11 / 2 off-diagonal pairs
+    _assert_png(plots.save(ax, out), out)
+    ax = plots.plot_similarity_scatter(np.arange(10.0), np.arange(10.0) ** 2, xlabel="x", ylabel="y", diagonal=True,
+                                       label="pairs")
+    assert "y = x" in [line.get_label() for line in ax.get_lines()]
+    plt.close(ax.figure)
 
 
 def test_projection_trajectory(tmp_path):
@@ -113,8 +108,13 @@ def test_projection_trajectory(tmp_path):
     base = np.stack([np.cos(angles), np.sin(angles)], axis=-1)
     proj = np.stack([base * s + 0.05 * rng.normal(size=(n, 2)) for s in np.linspace(0.1, 1.0, T)])
     out = tmp_path / "traj.png"
-    res = plots.plot_projection_trajectory(out, proj, np.linspace(0, 4, T), [str(i) for i in range(n)], title="numbers")
-    _assert_png(res, out)
+    fig = plots.plot_projection_trajectory(proj, np.linspace(0, 4, T), [str(i) for i in range(n)], title="numbers")
+    _assert_png(plots.save(fig, out), out)
+    fig, axes = plt.subplots(1, 2)
+    plots.plot_projection_trajectory(proj, np.linspace(0, 4, T), [str(i) for i in range(n)], axes=axes,
+                                     time_label="step")
+    assert [ax.get_title() for ax in axes] == ["step = 0", "step = 4"]     # one snapshot per given axes
+    plt.close(fig)
 
 
 def test_snapshot_indices_include_endpoints():
@@ -128,24 +128,28 @@ def test_singular_values(tmp_path):
     t = np.linspace(0, 5, 30)
     sv = np.exp(np.outer(t, np.linspace(0.1, 1.0, 10)))  # (T, 10): only first 8 drawn
     out = tmp_path / "sv.png"
-    res = plots.plot_singular_values(out, t, {"simulation": sv, "theory": 1.1 * sv})
-    _assert_png(res, out)
+    ax = plots.plot_singular_values(t, {"simulation": sv, "theory": 1.1 * sv}, reference={"sinh": (t, np.sinh(t))})
+    assert len(ax.get_lines()) == 2 * 8 + 1
+    _assert_png(plots.save(ax, out), out)
 
 
 @pytest.mark.parametrize(
     "call, field",
     [
-        (lambda p: plots.plot_curves(p, {}), "curves"),
-        (lambda p: plots.plot_similarity_heatmaps(p, {"a": np.ones((3, 4))}), "matrices"),
-        (lambda p: plots.plot_similarity_heatmaps(p, {"a": np.eye(3)}, ["x"]), "tick_labels"),
-        (lambda p: plots.plot_projection_trajectory(p, np.zeros((2, 3, 3)), np.arange(2.0), ["a"] * 3), "projections"),
-        (lambda p: plots.plot_projection_trajectory(p, np.zeros((2, 3, 2)), np.arange(3.0), ["a"] * 3), "times"),
-        (lambda p: plots.plot_singular_values(p, np.arange(3.0), {"a": np.ones((4, 2))}), "values"),
-        (lambda p: plots.plot_similarity_scatter(p, np.ones(3), np.ones(4), xlabel="x", ylabel="y"), "y"),
+        (lambda: plots.plot_curves({}), "curves"),
+        (lambda: plots.plot_curves({"a": ([1, 2], [1])}), "curves"),
+        (lambda: plots.plot_similarity_heatmaps({"a": np.ones((3, 4))}), "matrices"),
+        (lambda: plots.plot_similarity_heatmaps({"a": np.eye(3)}, ["x"]), "tick_labels"),
+        (lambda: plots.plot_projection_trajectory(np.zeros((2, 3, 3)), np.arange(2.0), ["a"] * 3), "projections"),
+        (lambda: plots.plot_projection_trajectory(np.zeros((2, 3, 2)), np.arange(3.0), ["a"] * 3), "times"),
+        (lambda: plots.plot_singular_values(np.arange(3.0), {"a": np.ones((4, 2))}), "values"),
+        (lambda: plots.plot_similarity_scatter(np.ones(3), np.ones(4), xlabel="x", ylabel="y"), "y"),
+        (lambda: plots.plot_heatmap(np.eye(2), vmin=1, vmax=0), "vmin"),
     ],
 )
-def test_bad_input_raises_config_error(tmp_path, call, field):
+def test_bad_input_raises_config_error(call, field):
+    before = plt.get_fignums()
     with pytest.raises(ConfigError) as info:
-        call(tmp_path / "bad.png")
+        call()
     assert info.value.field == field
-    assert list(tmp_path.iterdir()) == []
+    plt.close("all") if plt.get_fignums() != before else None

@@ -18,7 +18,8 @@ from flax import nnx
 torch = pytest.importorskip("torch", reason="the HF reference needs the test extra: pip install '.[test]'")
 transformers = pytest.importorskip("transformers", reason="the HF reference needs the test extra")
 
-from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM, load_pretrained, next_token_loss, save_pretrained  # noqa: E402
+from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM, load_pretrained, save_pretrained  # noqa: E402
+from probsig_jax.training.losses import next_token_loss  # noqa: E402
 
 LOGIT_ATOL = 1e-4
 GRAD_RTOL, GRAD_ATOL = 1e-4, 1e-5

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from probsig_jax.models.qwen2 import PRESETS, Qwen2Config, Qwen2LM, abstract_model, next_token_loss, num_parameters
+from probsig_jax.models.qwen2 import PRESETS, Qwen2Config, Qwen2LM, abstract_model, num_parameters
+from probsig_jax.training.losses import next_token_loss
 from probsig_jax.validation import ConfigError
 
 # A released Qwen2.5-0.5B config.json, with the keys a converter must tolerate.

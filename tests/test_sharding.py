@@ -1,4 +1,4 @@
-"""Tests of probsig_jax.sharding and probsig_jax.train_lm.
+"""Tests of probsig_jax.training.sharding and probsig_jax.training.sharded_step.
 
 The multi-device checks need ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` before JAX
 initialises, so they run this file as a script in a subprocess (``python tests/test_sharding.py
@@ -31,13 +31,14 @@ from flax import nnx
 from jax.sharding import AbstractMesh, PartitionSpec as P
 
 from probsig_jax.models.qwen2 import PRESETS, Qwen2LM
-from probsig_jax.sharding import (AXES, DEFAULT_RULES, batch_sharding, describe, fit_spec, init_opt_state,
-                                  make_mesh, opt_state_shardings, parameter_shardings, partition_specs,
-                                  shard_state)
-from probsig_jax.train_lm import (LMTrainConfig, apply_prefix_with_attention_mask, apply_with_attention_mask,
-                                  apply_without_mask, init_sharded_model,
-                                  make_lm_optimizer, make_lm_schedule, make_sharded_train_step, next_token_loss,
-                                  split_model)
+from probsig_jax.training.lm_optimizer import LMTrainConfig, make_lm_optimizer, make_lm_schedule
+from probsig_jax.training.losses import next_token_loss
+from probsig_jax.training.sharded_step import (apply_prefix_with_attention_mask, apply_with_attention_mask,
+                                               apply_without_mask, init_sharded_model, make_sharded_train_step,
+                                               split_model)
+from probsig_jax.training.sharding import (AXES, DEFAULT_RULES, batch_sharding, describe, fit_spec, init_opt_state,
+                                           make_mesh, opt_state_shardings, parameter_shardings, partition_specs,
+                                           shard_state)
 from probsig_jax.validation import ConfigError
 
 
@@ -91,7 +92,7 @@ def run_steps(mesh, steps: int = 3, cfg: LMTrainConfig | None = None, apply_fn=a
 
 
 def _flat(tree):
-    from probsig_jax.sharding import path_string
+    from probsig_jax.training.sharding import path_string
     return {path_string(kp): leaf for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
@@ -223,7 +224,7 @@ def test_bad_rules_raise_config_error():
 
 
 def test_divisibility_fallback_replicates_only_that_dim(caplog):
-    with caplog.at_level(logging.INFO, logger="probsig_jax.sharding"):
+    with caplog.at_level(logging.INFO, logger="probsig_jax.training.sharding"):
         specs = _specs({"q_proj/kernel": (31, 32), "embed_tokens/embedding": (62, 32)})  # flat keys
     assert specs["q_proj/kernel"] == P(None, "tensor")  # 31 % 2 != 0: that dim replicated, the other kept
     assert specs["embed_tokens/embedding"] == P()  # 62 % (2 * 2) != 0

@@ -107,7 +107,8 @@ def test_intervene_predicts_the_change(tmp_path):
     assert pred["expected_gram"]["pearson"] > 0.5
     assert pred["signature"]["pearson"] > 0.5
     cfg = json.loads((out / "config.json").read_text())["config"]
-    assert cfg["edits"] == ["anchor_weights=4,1,1,1"] and cfg["base"]["dim"] == 64
+    assert cfg["edits"] == [{"field": "anchor_weights", "value": [4.0, 1.0, 1.0, 1.0]}] and cfg["base"]["dim"] == 64
+    assert cfg["edited_data"]["anchor_weights"] == [4.0, 1.0, 1.0, 1.0] and cfg["base"]["data"]["anchor_weights"] == []
 
 
 BAD_OPTIONS = [

@@ -24,13 +24,13 @@ from flax import nnx
 from scipy.integrate import solve_ivp
 
 from probsig_jax.data import PRESETS, Dataset, make_composite_addition
-from probsig_jax.experiments.common import joint_relative_error
+from probsig_jax.analysis.trajectories import joint_relative_error
 from probsig_jax.models.linear import LinearEmbeddingModel
 from probsig_jax.signatures import signature_matrix
 from probsig_jax.theory import linear as th
 from probsig_jax.theory import verify_linear_flow
 from probsig_jax.theory.compiled import compiled_linear_theory
-from probsig_jax.train import TrainConfig, train, weighted_cross_entropy
+from probsig_jax.training.supervised import TrainConfig, train, weighted_cross_entropy
 from probsig_jax.validation import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""probsig_jax.tokenizer: the offline Qwen2.5 tokenizer and local HF tokenizer.json files."""
+"""probsig_jax.corpus.tokenizer: the offline Qwen2.5 tokenizer and local HF tokenizer.json files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from probsig_jax.corpus import CorpusConfig, iter_documents
-from probsig_jax.tokenizer import (QWEN25_SPECIAL_TOKENS, HFTokenizer, Tokenizer, hf_tokenizer, load_tokenizer,
+from probsig_jax.corpus.tokenizer import (QWEN25_SPECIAL_TOKENS, HFTokenizer, Tokenizer, hf_tokenizer, load_tokenizer,
                                    qwen2_tokenizer)
 from probsig_jax.validation import ConfigError
 

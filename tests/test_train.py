@@ -14,7 +14,7 @@ from flax import nnx
 
 from probsig_jax.data import CompositeAdditionConfig, Dataset, make_composite_addition
 from probsig_jax.models.linear import LinearEmbeddingModel
-from probsig_jax.train import TrainConfig, data_loss, train
+from probsig_jax.training.supervised import TrainConfig, data_loss, train
 from probsig_jax.validation import ConfigError
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
 
+from probsig_jax.config_base import Config
 from probsig_jax.corpus import embedded
 from probsig_jax.corpus.readers import (PILE_SUFFIXES, TEXT_SUFFIXES, CorpusError, ReadStats, list_files, read_pile,
                                         read_text)
@@ -15,7 +16,7 @@ FORMATS = ("auto", "pile", "text", "python-stdlib")
 
 
 @dataclass(frozen=True)
-class CorpusConfig:
+class CorpusConfig(Config):
     """A corpus of documents (each a string) to tokenize.
 
     Attributes:
@@ -36,8 +37,7 @@ class CorpusConfig:
     max_documents: int | None = None
     max_bytes: int | None = None
 
-    def validate(self) -> "CorpusConfig":
-        """Check every field; raise ConfigError naming the first bad one. Returns ``self``."""
+    def _check(self) -> None:
         require(isinstance(self.source, (str, Path)) and str(self.source) != "", "source",
                 f'must be "{embedded.NAME}" or a path to a file or folder, got {self.source!r}')
         require(self.format in FORMATS, "format", f"must be one of {', '.join(FORMATS)}, got {self.format!r}")
@@ -58,7 +58,6 @@ class CorpusConfig:
         if self.pile_set_names:
             require(fmt == "pile", "pile_set_names",
                     f"filters Pile lines only, but source {self.source!r} is read as {fmt}")
-        return self
 
     @property
     def is_embedded(self) -> bool:

@@ -280,7 +280,7 @@ def tokenize_corpus(config: CorpusConfig, tokenizer, cache_dir: str | Path | Non
     shard_tokens = require_int(shard_tokens, "shard_tokens", minimum=1)
     batch_bytes = require_int(batch_bytes, "batch_bytes", minimum=1)
     for attr in ("name", "vocab_size", "eos_id", "encode_batch", "fingerprint"):  # encode_arrays is optional
-        require(hasattr(tokenizer, attr), "tokenizer", f"must be a probsig_jax.tokenizer.Tokenizer, lacks {attr}")
+        require(hasattr(tokenizer, attr), "tokenizer", f"must be a probsig_jax.corpus.tokenizer.Tokenizer, lacks {attr}")
     require(0 < int(tokenizer.vocab_size) <= 1 << 32, "tokenizer",
             f"vocab_size must fit uint32 token ids, got {tokenizer.vocab_size}")
     eos_id = int(tokenizer.eos_id)

@@ -1,4 +1,4 @@
-"""Data sets: the generic :class:`Dataset` and the composite addition task generator."""
+"""Data sets: the generic :class:`Dataset`, the composite addition task generator and typed data edits."""
 
 from probsig_jax.data.composite_addition import (
     PRESETS,
@@ -9,11 +9,14 @@ from probsig_jax.data.composite_addition import (
     TaskData,
     composite_label,
     make_composite_addition,
+    vocabulary_size,
 )
 from probsig_jax.data.dataset import Dataset
+from probsig_jax.data.edits import DataEdit, apply_edits
 from probsig_jax.data.features import count_features, num_features
 
 __all__ = [
-    "PRESETS", "Combo", "ComboWeight", "CompositeAdditionConfig", "Dataset", "Relabel", "TaskData",
-    "composite_label", "count_features", "make_composite_addition", "num_features",
+    "PRESETS", "Combo", "ComboWeight", "CompositeAdditionConfig", "DataEdit", "Dataset", "Relabel", "TaskData",
+    "apply_edits", "composite_label", "count_features", "make_composite_addition", "num_features",
+    "vocabulary_size",
 ]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from probsig_jax.config_base import Config
 from probsig_jax.data.dataset import Dataset
 from probsig_jax.validation import ConfigError, require, require_float, require_int
 
@@ -89,7 +90,7 @@ class Combo:
 
 
 @dataclass(frozen=True)
-class CompositeAdditionConfig:
+class CompositeAdditionConfig(Config):
     """Every knob of the composite addition generator (PAPER section 5).
 
     Token ids are vocabulary indices; keys are the integers they stand for.
@@ -138,8 +139,7 @@ class CompositeAdditionConfig:
     seed: int = 0
     """Seed for sampling, memory maps, label noise and random key positions."""
 
-    def validate(self) -> "CompositeAdditionConfig":
-        """Raise ConfigError naming the first bad field; return self."""
+    def _check(self) -> None:
         require_int(self.key_min, "key_min", minimum=0)
         require_int(self.key_max, "key_max", minimum=self.key_min)
         n_anchor = len(self.anchor_tokens)
@@ -188,16 +188,12 @@ class CompositeAdditionConfig:
         if has_filler and self.n_samples == 0:
             raise ConfigError("n_samples", "the exact distribution (n_samples=0) cannot enumerate filler tokens; "
                               f"set n_samples > 0 or seq_len = {1 + self.anchors_per_input}")
-        return self
 
     def _check_combo(self, combo: tuple[int, ...], field: str) -> None:
         require(len(combo) == self.anchors_per_input, field,
                 f"combination {combo} must have anchors_per_input={self.anchors_per_input} anchors")
         for a in combo:
             require(a in self.anchor_tokens, field, f"{a} in {combo} is not one of anchor_tokens {self.anchor_tokens}")
-
-    def replace(self, **changes) -> "CompositeAdditionConfig":
-        return dataclasses.replace(self, **changes)
 
 
 PRESETS: dict[str, CompositeAdditionConfig] = {
@@ -312,6 +308,30 @@ def _rows_sampled(config: CompositeAdditionConfig, rng: np.random.Generator, key
     return inputs, labels, None
 
 
+def vocabulary_size(config: CompositeAdditionConfig) -> int:
+    """The task's vocabulary size V without generating it: ``config.vocab_size``, or (when 0) the smallest
+    vocabulary that holds every key, anchor, filler token and label.
+
+    Raises ConfigError if a label falls outside the vocabulary or ``vocab_size`` is too small.
+    """
+    config = config.validate()
+    keys = range(config.key_min, config.key_max + 1)
+    combos = itertools.product(config.anchor_tokens, repeat=config.anchors_per_input)
+    all_labels = [composite_label(config, k, c) for c in combos for k in keys]
+    has_filler = config.seq_len > 1 + config.anchors_per_input
+    fill_max = config.key_max if config.filler_max == -1 else config.filler_max
+    needed = max(max(all_labels), config.key_max, max(config.anchor_tokens), fill_max if has_filler else 0) + 1
+    vocab = config.vocab_size or needed
+    lo, hi = min(all_labels), max(all_labels)
+    if lo < 0 or hi >= vocab:
+        field = "anchor_shifts" if not config.relabel else "anchor_shifts/relabel"
+        raise ConfigError(field, f"labels span [{lo}, {hi}] which leaves the vocabulary [0, {vocab - 1}]; "
+                          "change the shifts, the key range or vocab_size")
+    if vocab < needed:
+        raise ConfigError("vocab_size", f"must be >= {needed} to hold every token, got {vocab}")
+    return vocab
+
+
 def make_composite_addition(config: CompositeAdditionConfig) -> TaskData:
     """Generate the train/test splits of a composite addition task.
 
@@ -329,18 +349,7 @@ def make_composite_addition(config: CompositeAdditionConfig) -> TaskData:
     test_key = (keys % config.test_key_modulus == config.test_key_residue) if config.test_key_modulus else np.zeros(len(keys), bool)
     is_held = np.array([c in held for c in combos])
 
-    all_labels = [composite_label(config, int(k), c) for k in keys for c in combos]
-    fill_max = config.key_max if config.filler_max == -1 else config.filler_max
-    needed = max(max(all_labels), config.key_max, max(config.anchor_tokens),
-                 fill_max if L > 1 + q else 0) + 1
-    vocab = config.vocab_size or needed
-    lo = min(all_labels)
-    if lo < 0 or max(all_labels) >= vocab:
-        field = "anchor_shifts" if not config.relabel else "anchor_shifts/relabel"
-        raise ConfigError(field, f"labels span [{lo}, {max(all_labels)}] which leaves the vocabulary [0, {vocab - 1}]; "
-                          "change the shifts, the key range or vocab_size")
-    if vocab < needed:
-        raise ConfigError("vocab_size", f"must be >= {needed} to hold every token, got {vocab}")
+    vocab = vocabulary_size(config)
 
     rng = np.random.default_rng(config.seed)
     splits = {}

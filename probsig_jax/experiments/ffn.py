@@ -20,23 +20,35 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from probsig_jax import plots
-from probsig_jax.analysis import alignment_metrics, offdiagonal, pca_projection
-from probsig_jax.data import PRESETS, CompositeAdditionConfig, Dataset, TaskData
-from probsig_jax.experiments.common import (
-    alignment_over_time, embedding_similarity, numerics, task_and_key_signatures,
-)
+from probsig_jax.analysis import plots
+from probsig_jax.analysis.alignment import (AlignmentConfig, AlignmentTracker, Comparison, alignment_series,
+                                            weight_similarities)
+from probsig_jax.analysis.geometry import pca_projection
+from probsig_jax.analysis.metrics import offdiagonal
+from probsig_jax.config_base import Config
+from probsig_jax.data import CompositeAdditionConfig, Dataset, TaskData
+from probsig_jax.experiments import Experiment
+from probsig_jax.experiments.toy_tasks import (ALIGNMENT_OPTIONS_UNUSED, TOY_ALIGNMENT, Preset, TaskSignatures,
+                                               check_toy_alignment, resolve_data, task_signatures)
 from probsig_jax.models.ffn import ACTIVATIONS, FeedForwardModel
 from probsig_jax.models.linear import LinearEmbeddingModel
-from probsig_jax.train import TrainConfig, train
+from probsig_jax.numerics import numerics
+from probsig_jax.training.supervised import TrainConfig, train
 from probsig_jax.validation import require, require_float, require_int
+
+MAX_ALIGNMENT_POINTS = 60
+EMBEDDING_VS_SIGNATURE = Comparison("embedding_vs_signature", "embedding", "signature")
 
 
 @dataclass(frozen=True)
-class FFNExperimentConfig:
-    """E3: FFN vs linear model on a composite addition task, and the initialisation-scale sweep."""
+class FFNExperimentConfig(Config):
+    """E3: FFN vs linear model on a composite addition task, and the initialisation-scale sweep.
 
-    preset: Literal["simple", "anchor4", "anchor4_trap", "reasoning"] = "anchor4"
+    ``seed`` seeds the data sampler, the initialisation and the mini-batches (``resolved()`` copies it into
+    ``data.seed`` and ``train.seed``); ``data`` None means the ``preset``.
+    """
+
+    preset: Preset = "anchor4"
     """Composite addition preset the data options are applied on top of."""
     dim: int = 64
     """Embedding width d (both models)."""
@@ -51,20 +63,23 @@ class FFNExperimentConfig:
     1/sqrt(fan_in) (1 = standard); linear model: the std of E and U."""
     dtype: Literal["float32", "float64"] = "float32"
     """Computation dtype."""
-    signature_similarity: Literal["cosine_M", "cosine_Q", "hellinger_Q", "js_Q"] = "cosine_M"
-    """Signature similarity compared with embedding similarity."""
-    topk: int = 5
-    """k of the top-k neighbour overlap."""
-    strong_pair_percent: float = 10.0
-    """q: the strong pairs are the top q percent by signature similarity."""
     seed: int = 0
     """Seed of the data sampler, the initialisation and the mini-batches."""
-    data: CompositeAdditionConfig = field(default_factory=lambda: PRESETS["anchor4"])
+    alignment: AlignmentConfig = TOY_ALIGNMENT
+    data: CompositeAdditionConfig | None = None
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         optimizer="adam", learning_rate=2e-3, steps=2000, batch_size=512, record_every=50))
 
-    def validate(self) -> "FFNExperimentConfig":
-        require(self.preset in PRESETS, "preset", f"must be one of {sorted(PRESETS)}, got {self.preset!r}")
+    derived_fields = ("data.seed", "train.seed")
+    option_skip = ALIGNMENT_OPTIONS_UNUSED
+    option_resets = {"preset": ("data",)}
+
+    def resolved(self) -> "FFNExperimentConfig":
+        return self.replace(data=resolve_data(self.preset, self.data, self.seed),
+                            train=self.train.replace(seed=self.seed))
+
+    def _check(self) -> None:
+        require(self.data is not None, "data", "is unresolved: call resolved() before validate()")
         require_int(self.dim, "dim", minimum=1, maximum=65536)
         require(len(self.hidden) >= 1, "hidden", "needs at least one hidden layer width")
         for width in self.hidden:
@@ -75,13 +90,8 @@ class FFNExperimentConfig:
         for scale in self.init_scale:
             require_float(scale, "init_scale", minimum=0.0, maximum=100.0, strict_minimum=True)
         require(self.dtype in ("float32", "float64"), "dtype", f"must be float32 or float64, got {self.dtype!r}")
-        require_int(self.topk, "topk", minimum=1)
-        require_float(self.strong_pair_percent, "strong_pair_percent", minimum=0.0, maximum=100.0,
-                      strict_minimum=True)
         require_int(self.seed, "seed", minimum=0)
-        self.data.validate()
-        self.train.validate()
-        return self
+        check_toy_alignment(self.alignment)
 
 
 @dataclass
@@ -101,11 +111,25 @@ class ModelRun:
 @dataclass
 class FFNResult:
     config: FFNExperimentConfig
-    task: TaskData
-    keys: np.ndarray            # the alignment token set: keys that occur in the training inputs
-    signature_sim: np.ndarray
+    signatures: TaskSignatures
     runs: list[ModelRun]
     metrics: dict[str, Any]
+
+    @property
+    def task(self) -> TaskData:
+        return self.signatures.task
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self.signatures.keys.ids
+
+    @property
+    def signature_sim(self) -> np.ndarray:
+        return self.signatures.signature_sim
+
+    def key_similarity(self, E_DxV: np.ndarray) -> np.ndarray:
+        """(n, n) cosine similarity of the key embeddings of one (d, V) embedding."""
+        return weight_similarities({"embedding": np.asarray(E_DxV).T}, self.signatures.keys)["embedding"]
 
 
 def _accuracy_fn(data: Dataset):
@@ -127,8 +151,9 @@ def _splits(task: TaskData) -> dict[str, Dataset]:
     return out
 
 
-def _train_one(name: str, model, task: TaskData, keys: np.ndarray, config: FFNExperimentConfig, S_sig: np.ndarray,
-               scale: float, quiet: bool) -> ModelRun:
+def _train_one(name: str, model, sig: TaskSignatures, config: FFNExperimentConfig, scale: float,
+               quiet: bool) -> ModelRun:
+    task = sig.task
     acc = {split: _accuracy_fn(ds) for split, ds in _splits(task).items()}
 
     def record(m):
@@ -136,24 +161,27 @@ def _train_one(name: str, model, task: TaskData, keys: np.ndarray, config: FFNEx
 
     result = train(model, task.train, config.train, record=record, quiet=quiet,
                    description=f"{name} (init {scale:g})")
-    V = task.train.vocab_size
-    k, q = config.topk, config.strong_pair_percent
     E = result.weights["E"]
-    return ModelRun(
-        name=name, init_scale=scale, steps=result.steps, loss=result.loss, E=E,
-        accuracy={s: result.weights[f"acc_{s}"] for s in acc},
-        alignment_final=alignment_metrics(embedding_similarity(E[-1], keys, V, False), S_sig, k=k, q=q),
-        alignment_over_time=alignment_over_time(E, S_sig, keys, V, False, k=k, q=q))
+    tracker = AlignmentTracker([sig.keys], {"keys": {"signature": sig.signature_sim}}, [EMBEDDING_VS_SIGNATURE],
+                               config.alignment)
+    final = tracker.measure({"embedding": E[-1].T})["keys"][EMBEDDING_VS_SIGNATURE.name]
+    for i in np.unique(np.linspace(0, len(E) - 1, min(MAX_ALIGNMENT_POINTS, len(E))).round().astype(int)):
+        tracker(int(i), {"embedding": E[i].T})
+    over_time = alignment_series(tracker.history, "keys", EMBEDDING_VS_SIGNATURE.name)
+    over_time["record_index"] = over_time.pop("step")
+    return ModelRun(name=name, init_scale=scale, steps=result.steps, loss=result.loss, E=E,
+                    accuracy={s: result.weights[f"acc_{s}"] for s in acc}, alignment_final=final,
+                    alignment_over_time=over_time)
 
 
 def run_ffn(config: FFNExperimentConfig, *, quiet: bool = False) -> FFNResult:
     """Train the FFN and the linear model for every ``init_scale``; alignment and accuracy over training."""
-    config = config.validate()
+    config = config.resolved().validate()
     timings: dict[str, float] = {}
     with numerics(config.dtype) as dtype:
         tic = time.perf_counter()
-        task, keys, _, S_sig = task_and_key_signatures(config.data, config.signature_similarity, False)
-        data = task.train
+        sig = task_signatures(config.data, config.alignment.similarity, False)
+        data = sig.task.train
         timings["data_and_signatures_s"] = time.perf_counter() - tic
         runs = []
         for scale in config.init_scale:
@@ -164,7 +192,7 @@ def run_ffn(config: FFNExperimentConfig, *, quiet: bool = False) -> FFNResult:
                                           dtype=dtype, rngs=nnx.Rngs(config.seed))
             for name, model in (("ffn", ffn), ("linear", linear)):
                 tic = time.perf_counter()
-                runs.append(_train_one(name, model, task, keys, config, S_sig, scale, quiet))
+                runs.append(_train_one(name, model, sig, config, scale, quiet))
                 timings[f"{name}_init{scale:g}_s"] = time.perf_counter() - tic
 
     def summary(run: ModelRun) -> dict[str, Any]:
@@ -178,7 +206,7 @@ def run_ffn(config: FFNExperimentConfig, *, quiet: bool = False) -> FFNResult:
         "experiment": "ffn",
         "num_train_rows": data.num_samples,
         "vocab_size": data.vocab_size,
-        "num_keys": len(keys),
+        "num_keys": len(sig.keys.ids),
         "ffn": summary(first["ffn"]),
         "linear": summary(first["linear"]),
         "sweep": [summary(r) | {"model": r.name} for r in runs],
@@ -187,44 +215,42 @@ def run_ffn(config: FFNExperimentConfig, *, quiet: bool = False) -> FFNResult:
     for name in ("ffn", "linear"):
         aot = first[name].alignment_over_time
         metrics[name]["alignment_over_time"] = dict(aot, step=[int(first[name].steps[i]) for i in aot["record_index"]])
-    return FFNResult(config, task, keys, S_sig, runs, metrics)
+    return FFNResult(config, sig, runs, metrics)
 
 
-def write_ffn_report(result: FFNResult, out_dir: Path) -> list[Path]:
+def write_ffn_outputs(result: FFNResult, out_dir: Path) -> list[Path]:
     """Save the E3 figures and ``arrays.npz``; returns the figure paths."""
     cfg = result.config
-    keys = result.keys
-    V = result.task.train.vocab_size
-    labels = [str(k) for k in keys]
+    keys, labels = result.keys, list(result.signatures.keys.labels)
     first = {r.name: r for r in result.runs if r.init_scale == cfg.init_scale[0]}
     ffn, lin = first["ffn"], first["linear"]
-    figs = [plots.plot_curves(out_dir / "loss.png", {f"{r.name}": (r.steps, r.loss) for r in (ffn, lin)},
-                                   xlabel="step", logy=True)]
-    figs.append(plots.plot_curves(
-        out_dir / "accuracy.png",
+    figs = [plots.save(plots.plot_curves({r.name: (r.steps, r.loss) for r in (ffn, lin)}, xlabel="step", logy=True),
+                       out_dir / "loss.png")]
+    figs.append(plots.save(plots.plot_curves(
         {f"{r.name} {split}": (r.steps, acc) for r in (ffn, lin) for split, acc in r.accuracy.items()},
-        xlabel="step", ylabel="accuracy", logy=False))
-    S_ffn = embedding_similarity(ffn.E[-1], keys, V, False)
-    S_lin = embedding_similarity(lin.E[-1], keys, V, False)
-    figs.append(plots.plot_similarity_heatmaps(
-        out_dir / "similarity_heatmaps.png",
-        {f"signature ({cfg.signature_similarity})": result.signature_sim, "FFN key embeddings (final)": S_ffn,
-         "linear key embeddings (final)": S_lin}, labels, title="key tokens: signature vs embedding similarity"))
-    figs.append(plots.plot_similarity_scatter(
-        out_dir / "similarity_scatter.png", offdiagonal(result.signature_sim), offdiagonal(S_ffn),
-        xlabel=f"signature similarity ({cfg.signature_similarity})", ylabel="FFN key-embedding similarity (final)",
-        stats={k: ffn.alignment_final[k] for k in ("pearson", "spearman", "topk_overlap", "strong_pair_precision")}))
+        xlabel="step", ylabel="accuracy", logy=False), out_dir / "accuracy.png"))
+    S_ffn, S_lin = result.key_similarity(ffn.E[-1]), result.key_similarity(lin.E[-1])
+    similarity = cfg.alignment.similarity
+    figs.append(plots.save(plots.plot_similarity_heatmaps(
+        {f"signature ({similarity})": result.signature_sim, "FFN key embeddings (final)": S_ffn,
+         "linear key embeddings (final)": S_lin}, labels, title="key tokens: signature vs embedding similarity"),
+        out_dir / "similarity_heatmaps.png"))
+    figs.append(plots.save(plots.plot_similarity_scatter(
+        offdiagonal(result.signature_sim), offdiagonal(S_ffn), xlabel=f"signature similarity ({similarity})",
+        ylabel="FFN key-embedding similarity (final)",
+        stats={k: ffn.alignment_final[k] for k in ("pearson", "spearman", "topk_overlap", "strong_pair_precision")}),
+        out_dir / "similarity_scatter.png"))
     snapshots = np.unique(np.linspace(0, len(ffn.steps) - 1, 6).round().astype(int))
     vecs = [ffn.E[i][:, keys].T for i in snapshots]
     proj = np.stack([pca_projection(v, 2, basis_from=vecs[-1])[0] for v in vecs])
-    figs.append(plots.plot_projection_trajectory(out_dir / "key_projection.png", proj, ffn.steps[snapshots], labels,
-                                                 title="FFN key embeddings, PCA basis of the final embeddings"))
-    figs.append(plots.plot_curves(
-        out_dir / "alignment_over_time.png",
+    figs.append(plots.save(plots.plot_projection_trajectory(
+        proj, ffn.steps[snapshots], labels, title="FFN key embeddings, PCA basis of the final embeddings",
+        time_label="step"), out_dir / "key_projection.png"))
+    figs.append(plots.save(plots.plot_curves(
         {f"{r.name} {m}": (r.steps[np.asarray(r.alignment_over_time["record_index"])],
                            np.asarray(r.alignment_over_time[m], dtype=float))
          for r in (ffn, lin) for m in ("pearson", "strong_pair_precision")},
-        xlabel="step", ylabel="alignment with signature similarity", logy=False))
+        xlabel="step", ylabel="alignment with signature similarity", logy=False), out_dir / "alignment_over_time.png"))
     if len(cfg.init_scale) > 1:
         scales = np.asarray(cfg.init_scale, dtype=float)
         series = {}
@@ -233,9 +259,25 @@ def write_ffn_report(result: FFNResult, out_dir: Path) -> list[Path]:
             series[f"{name}: Pearson"] = np.array([r.alignment_final["pearson"] for r in rs])
             split = "test_held_out" if "test_held_out" in rs[0].accuracy else "train"
             series[f"{name}: {split} accuracy"] = np.array([r.accuracy[split][-1] for r in rs])
-        figs.append(plots.plot_curves(out_dir / "init_scale_sweep.png", {k: (scales, v) for k, v in series.items()},
-                                           xlabel="init scale", ylabel="alignment (Pearson) / accuracy", logy=False,
-                                           logx=True, marker="o"))
+        figs.append(plots.save(plots.plot_curves(
+            {k: (scales, v) for k, v in series.items()}, xlabel="init scale", ylabel="alignment (Pearson) / accuracy",
+            logy=False, logx=True, marker="o"), out_dir / "init_scale_sweep.png"))
     np.savez_compressed(out_dir / "arrays.npz", keys=keys, signature_similarity=result.signature_sim,
                         **{f"E_{r.name}_init{r.init_scale:g}_final": r.E[-1] for r in result.runs})
     return figs
+
+
+def summary_lines(metrics: dict[str, Any]) -> list[str]:
+    lines = []
+    for row in metrics["sweep"]:
+        acc = ", ".join(f"{k.removesuffix('_accuracy')} {v:.3f}" for k, v in row.items() if k.endswith("_accuracy"))
+        a = row["alignment"]
+        lines.append(f"{row['model']} (init {row['init_scale']:g}): loss {row['final_loss']:.4f}; accuracy {acc}; "
+                     f"key embedding vs signature Pearson {a['pearson']:.3f}, strong-pair precision "
+                     f"{a['strong_pair_precision']:.3f}")
+    return lines
+
+
+EXPERIMENT = Experiment(
+    name="ffn", title="E3: feed-forward network vs linear model", config_class=FFNExperimentConfig,
+    run=lambda config, ctx: run_ffn(config, quiet=ctx.quiet), write_outputs=write_ffn_outputs, summary=summary_lines)

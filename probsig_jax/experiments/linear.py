@@ -1,29 +1,103 @@
 """E1: closed form vs integrated flow vs gradient descent for the linear model (PAPER section 8).
 
-:func:`run_linear_theory` does the computation and returns arrays and metrics;
-:func:`write_linear_report` turns them into figures, ``metrics.json`` and ``report.md``.
+:func:`run_linear_theory` trains the linear model by gradient descent on a composite addition task and puts
+beside it the closed form of the linearised flow and the integrated exact flow from the same
+initialisation, the predicted escape time and embedding Gram, and the alignment of key-embedding
+similarity with signature similarity over training; :func:`write_linear_outputs` saves the figures.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from flax import nnx
 
-from probsig_jax import plots
-from probsig_jax.analysis import alignment_metrics, offdiagonal, pca_projection
-from probsig_jax.data import TaskData
-from probsig_jax.experiments.common import (
-    LinearExperimentConfig, alignment_over_time, embedding_similarity, joint_relative_error,
-    numerics, similarity_from_gram, task_and_key_signatures, token_vectors,
-)
-from probsig_jax.models.linear import LinearEmbeddingModel
+from probsig_jax.analysis import plots
+from probsig_jax.analysis.alignment import AlignmentConfig, AlignmentTracker, Comparison, alignment_series, compare
+from probsig_jax.analysis.alignment import similarity_from_gram, weight_similarities
+from probsig_jax.analysis.geometry import pca_projection
+from probsig_jax.analysis.metrics import offdiagonal
+from probsig_jax.analysis.trajectories import (joint_relative_error, last_index_within, norm_growth,
+                                               product_singular_values)
+from probsig_jax.config_base import Config
+from probsig_jax.data import CompositeAdditionConfig, TaskData
+from probsig_jax.experiments import Experiment
+from probsig_jax.experiments.toy_tasks import (ALIGNMENT_OPTIONS_UNUSED, TOY_ALIGNMENT, Preset, TaskSignatures,
+                                               check_toy_alignment, resolve_data, task_signatures)
+from probsig_jax.models.linear import LinearEmbeddingModel, token_gram, token_rows
+from probsig_jax.numerics import numerics
 from probsig_jax.theory import linear as theory
-from probsig_jax.train import train
+from probsig_jax.training.supervised import TrainConfig, train
+from probsig_jax.validation import require, require_float, require_int
+
+MAX_ALIGNMENT_POINTS = 60
+
+
+@dataclass(frozen=True)
+class LinearExperimentConfig(Config):
+    """E1: the linear model on a composite addition task, theory beside training.
+
+    ``seed`` seeds the data sampler, the initialisation and the mini-batches: ``resolved()`` copies it into
+    ``data.seed`` and ``train.seed``. ``data`` None means the ``preset``.
+    """
+
+    preset: Preset = "simple"
+    """Composite addition preset the data options are applied on top of."""
+    dim: int = 256
+    """Embedding width d."""
+    init_scale: float = 1e-4
+    """Standard deviation eps of the i.i.d. normal initialisation of E and U."""
+    positional: bool = False
+    """One feature per (position, token) instead of token counts."""
+    dtype: Literal["float64", "float32"] = "float64"
+    """Computation dtype; float64 is the default because theory and training are compared."""
+    escape_threshold: float = 1.0
+    """Leading singular value of U E that marks the escape from the plateau."""
+    early_growth: float = 5.0
+    """The early (near-linear) phase lasts until ||E_t|| / ||E_0|| reaches this factor;
+    ``closed_form_rel_err`` is the maximum over it."""
+    alignment_growth: float = 2.0
+    """Growth factor ||E_t|| / ||E_0|| at which ``alignment`` is reported (<= early_growth): the regime where
+    the embedding Gram is ~ eps^2 d (I + 2 t^2 M^T M), before the leading modes dominate (PAPER section 4)."""
+    ode_rtol: float = 1e-10
+    """Relative tolerance of the adaptive ODE solver."""
+    seed: int = 0
+    """Seed of the data sampler, the initialisation and the mini-batches."""
+    alignment: AlignmentConfig = TOY_ALIGNMENT
+    data: CompositeAdditionConfig | None = None
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=6000, learning_rate=0.05, record_every=20))
+
+    derived_fields = ("data.seed", "train.seed")
+    option_skip = ALIGNMENT_OPTIONS_UNUSED
+    option_resets = {"preset": ("data",)}
+
+    def resolved(self) -> "LinearExperimentConfig":
+        return self.replace(data=resolve_data(self.preset, self.data, self.seed),
+                            train=self.train.replace(seed=self.seed))
+
+    def _check(self) -> None:
+        require(self.data is not None, "data", "is unresolved: call resolved() before validate()")
+        require_int(self.dim, "dim", minimum=1, maximum=65536)
+        require_float(self.init_scale, "init_scale", minimum=0.0, strict_minimum=True)
+        require(self.dtype in ("float32", "float64"), "dtype", f"must be float32 or float64, got {self.dtype!r}")
+        require_float(self.escape_threshold, "escape_threshold", minimum=0.0, strict_minimum=True)
+        require_float(self.early_growth, "early_growth", minimum=1.0, strict_minimum=True)
+        require_float(self.alignment_growth, "alignment_growth", minimum=1.0, maximum=self.early_growth,
+                      strict_minimum=True)
+        require_float(self.ode_rtol, "ode_rtol", minimum=0.0, maximum=1e-2, strict_minimum=True)
+        require_int(self.seed, "seed", minimum=0)
+        check_toy_alignment(self.alignment)
+
+
+# The comparisons of E1 (names in metrics.json): embedding vs signature, embedding vs the theory's expected
+# Gram, and the theory's own ceiling, its expected Gram vs the signatures.
+EMBEDDING_VS_SIGNATURE = Comparison("embedding_vs_signature", "embedding", "signature")
+EMBEDDING_VS_THEORY = Comparison("embedding_vs_theory", "embedding", "theory")
+THEORY_VS_SIGNATURE = Comparison("theory_vs_signature", "theory", "signature")
 
 
 @dataclass
@@ -31,31 +105,55 @@ class LinearTheoryResult:
     """Everything E1 computed. Trajectories are (T, ...) at ``times``."""
 
     config: LinearExperimentConfig
-    task: TaskData
-    keys: np.ndarray            # the alignment token set: keys that occur in the training inputs
+    signatures: TaskSignatures
     times: np.ndarray
-    M: np.ndarray
-    signature_sim: np.ndarray
     trajectories: dict[str, tuple[np.ndarray, np.ndarray]]   # "gd" | "flow" | "closed_form" -> (E_T, U_T)
     losses: dict[str, np.ndarray]
     rel_err: dict[str, np.ndarray]
     growth: np.ndarray
     early_index: int
     alignment_index: int
+    theory_sim: np.ndarray           # (n, n) key similarity of the expected Gram at the alignment time
     metrics: dict[str, Any]
 
+    @property
+    def task(self) -> TaskData:
+        return self.signatures.task
 
-def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False) -> LinearTheoryResult:
-    """Train the linear model with gradient descent and compute the closed form and the exact flow."""
-    config = config.validate()
+    @property
+    def keys(self) -> np.ndarray:
+        return self.signatures.keys.ids
+
+    @property
+    def M(self) -> np.ndarray:
+        return self.signatures.M
+
+    @property
+    def signature_sim(self) -> np.ndarray:
+        return self.signatures.signature_sim
+
+    def key_similarity(self, E_DxF: np.ndarray) -> np.ndarray:
+        """(n, n) cosine similarity of the key embeddings of one (d, F) embedding."""
+        cfg = self.config
+        rows = token_rows(np.asarray(E_DxF), self.task.train.vocab_size, cfg.positional)
+        return weight_similarities({"embedding": rows}, self.signatures.keys)["embedding"]
+
+
+def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False, task: TaskData | None = None
+                      ) -> LinearTheoryResult:
+    """Train the linear model with gradient descent and compute the closed form and the exact flow.
+
+    ``task``: the already generated task of ``config.data`` (E2 generates each of its tasks once)."""
+    config = config.resolved().validate()
     timings: dict[str, float] = {}
+    positional = config.positional
     with numerics(config.dtype) as dtype:
         tic = time.perf_counter()
-        task, keys, M, S_sig = task_and_key_signatures(config.data, config.signature_similarity, config.positional)
-        data = task.train
+        sig = task_signatures(config.data, config.alignment.similarity, positional, task=task)
+        data, M = sig.task.train, sig.M
         timings["data_and_signatures_s"] = time.perf_counter() - tic
 
-        model = LinearEmbeddingModel(data.vocab_size, config.dim, seq_len=data.seq_len, positional=config.positional,
+        model = LinearEmbeddingModel(data.vocab_size, config.dim, seq_len=data.seq_len, positional=positional,
                                      init_scale=config.init_scale, dtype=dtype, rngs=nnx.Rngs(config.seed))
         E0, U0 = model.weights()["E"], model.weights()["U"]
         tic = time.perf_counter()
@@ -69,7 +167,7 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False) ->
         E_cf, U_cf = np.asarray(E_cf), np.asarray(U_cf)
         timings["closed_form_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
-        E_fl, U_fl = theory.integrate_flow(data, E0, U0, times, positional=config.positional,
+        E_fl, U_fl = theory.integrate_flow(data, E0, U0, times, positional=positional,
                                            rtol=config.ode_rtol, atol=config.ode_rtol * 1e-2)
         E_fl, U_fl = np.asarray(E_fl), np.asarray(U_fl)
         timings["integrated_flow_s"] = time.perf_counter() - tic
@@ -77,8 +175,8 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False) ->
 
         losses = {
             "gradient descent": gd.loss,
-            "integrated flow": theory.linear_model_loss(data, E_fl, U_fl, positional=config.positional),
-            "closed form (linearised)": theory.linear_model_loss(data, E_cf, U_cf, positional=config.positional),
+            "integrated flow": theory.linear_model_loss(data, E_fl, U_fl, positional=positional),
+            "closed form (linearised)": theory.linear_model_loss(data, E_cf, U_cf, positional=positional),
         }
         escape_pred = theory.escape_time(M, config.init_scale, config.dim, config.escape_threshold, modes=modes)
         escape_meas = theory.measured_escape_time(times, E_gd, U_gd, config.escape_threshold)
@@ -88,20 +186,29 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False) ->
         "closed form vs gradient descent": joint_relative_error(E_cf, U_cf, E_gd, U_gd),
         "closed form vs integrated flow": joint_relative_error(E_cf, U_cf, E_fl, U_fl),
     }
-    growth = np.linalg.norm(E_gd.reshape(len(times), -1), axis=1) / np.linalg.norm(np.asarray(E0))
-    within = np.nonzero(growth <= config.early_growth)[0]
-    early = int(within[-1]) if len(within) else 0
-    within = np.nonzero(growth <= config.alignment_growth)[0]
-    align = int(within[-1]) if len(within) else 0
+    growth = norm_growth(E_gd, E0)
+    early = last_index_within(growth, config.early_growth)
+    align = last_index_within(growth, config.alignment_growth)
 
-    k, q, V, pos = config.topk, config.strong_pair_percent, data.vocab_size, config.positional
-    S_emb_align = embedding_similarity(E_gd[align], keys, V, pos)
-    S_emb_early = embedding_similarity(E_gd[early], keys, V, pos)
-    S_emb_final = embedding_similarity(E_gd[-1], keys, V, pos)
+    V = data.vocab_size
     with numerics(config.dtype):
         gram_pred = np.asarray(theory.predicted_embedding_gram(M, times[align], config.init_scale, config.dim,
                                                                modes=modes))
-    S_pred = similarity_from_gram(gram_pred, keys, V, pos)
+    S_pred = similarity_from_gram(token_gram(gram_pred, V, positional), sig.keys.ids)
+    targets = {"signature": sig.signature_sim, "theory": S_pred}
+
+    def embedding(i: int) -> dict[str, np.ndarray]:
+        return {"embedding": token_rows(E_gd[i], V, positional)}
+
+    tracker = AlignmentTracker([sig.keys], {"keys": targets}, [EMBEDDING_VS_SIGNATURE], config.alignment)
+    at = {i: tracker.measure(embedding(i), [EMBEDDING_VS_SIGNATURE, EMBEDDING_VS_THEORY])["keys"]
+          for i in (align, early, len(times) - 1)}
+    for i in np.unique(np.linspace(0, len(times) - 1, min(MAX_ALIGNMENT_POINTS, len(times))).round().astype(int)):
+        tracker(int(i), embedding(int(i)))       # "step" = the record index
+    over_time = alignment_series(tracker.history, "keys", EMBEDDING_VS_SIGNATURE.name)
+    over_time["record_index"] = over_time.pop("step")
+    over_time["time"] = [float(times[i]) for i in over_time["record_index"]]
+
     metrics: dict[str, Any] = {
         "experiment": "linear",
         "final_loss": float(gd.loss[-1]),
@@ -116,85 +223,88 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False) ->
         "alignment_time": float(times[align]),
         "alignment_growth": float(growth[align]),
         "final_growth": float(growth[-1]),
-        "alignment": alignment_metrics(S_emb_align, S_sig, k=k, q=q),
-        "alignment_early_phase_end": alignment_metrics(S_emb_early, S_sig, k=k, q=q),
-        "alignment_final": alignment_metrics(S_emb_final, S_sig, k=k, q=q),
-        "alignment_over_time": alignment_over_time(E_gd, S_sig, keys, V, pos, k=k, q=q),
-        "signature_similarity": config.signature_similarity,
+        "alignment": at[align][EMBEDDING_VS_SIGNATURE.name],
+        "alignment_early_phase_end": at[early][EMBEDDING_VS_SIGNATURE.name],
+        "alignment_final": at[len(times) - 1][EMBEDDING_VS_SIGNATURE.name],
+        "alignment_over_time": over_time,
+        # Embedding vs the theory's expected Gram, and the theory's own ceiling: expected Gram vs signatures.
+        "alignment_predicted_gram": at[align][EMBEDDING_VS_THEORY.name],
+        "alignment_theory_vs_signature": compare(targets, [THEORY_VS_SIGNATURE], config.alignment)[
+            THEORY_VS_SIGNATURE.name],
+        "signature_similarity": config.alignment.similarity,
         "singular_values_M": np.asarray(modes.S[:10]).tolist(),
         "num_train_rows": data.num_samples,
         "vocab_size": V,
-        "num_keys": len(keys),
+        "num_keys": len(sig.keys.ids),
         "timings": timings,
     }
-    metrics["alignment_over_time"]["time"] = [float(times[i]) for i in metrics["alignment_over_time"]["record_index"]]
-    # Embedding vs the theory's expected Gram, and the theory's own ceiling: expected Gram vs signatures.
-    metrics["alignment_predicted_gram"] = alignment_metrics(S_emb_align, S_pred, k=k, q=q)
-    metrics["alignment_theory_vs_signature"] = alignment_metrics(S_pred, S_sig, k=k, q=q)
-    return LinearTheoryResult(config, task, keys, times, M, S_sig, {"gd": (E_gd, U_gd), "flow": (E_fl, U_fl),
-                              "closed_form": (E_cf, U_cf)}, losses, rel_err, growth, early, align, metrics)
+    return LinearTheoryResult(config, sig, times, {"gd": (E_gd, U_gd), "flow": (E_fl, U_fl),
+                              "closed_form": (E_cf, U_cf)}, losses, rel_err, growth, early, align, S_pred, metrics)
 
 
-def write_linear_report(result: LinearTheoryResult, out_dir: Path) -> list[Path]:
-    """Save the E1 figures, ``arrays.npz`` and ``report.md`` into ``out_dir``; returns the figure paths."""
+def write_linear_outputs(result: LinearTheoryResult, out_dir: Path) -> list[Path]:
+    """Save the E1 figures and ``arrays.npz`` into ``out_dir``; returns the figure paths."""
     cfg, m, times = result.config, result.metrics, result.times
-    keys = result.keys
-    V, pos = result.task.train.vocab_size, cfg.positional
     E_gd, U_gd = result.trajectories["gd"]
     E_cf, U_cf = result.trajectories["closed_form"]
-    early = result.early_index
-    figs = []
-    figs.append(plots.plot_curves(out_dir / "loss.png", {k: (times, v) for k, v in result.losses.items()},
-                                       logy=False, vline=m["escape_time_predicted"], vline_label="predicted escape"))
-    figs.append(plots.plot_relative_errors(
-        out_dir / "relative_error.png", {k: (times[1:], v[1:]) for k, v in result.rel_err.items()}, threshold=0.02,
-        vlines={"predicted escape": m["escape_time_predicted"], f"growth {cfg.early_growth:g}x": times[early]}))
-    align = result.alignment_index
-    S_align = embedding_similarity(E_gd[align], keys, V, pos)
-    S_early = embedding_similarity(E_gd[early], keys, V, pos)
-    S_final = embedding_similarity(E_gd[-1], keys, V, pos)
-    labels = [str(k) for k in keys]
-    figs.append(plots.plot_similarity_heatmaps(
-        out_dir / "similarity_heatmaps.png",
-        {f"signature ({cfg.signature_similarity})": result.signature_sim,
+    early, align = result.early_index, result.alignment_index
+    escape = {"predicted escape": m["escape_time_predicted"]}
+    labels = list(result.signatures.keys.labels)
+    figs = [plots.save(plots.plot_curves({k: (times, v) for k, v in result.losses.items()}, logy=False,
+                                         vlines=escape), out_dir / "loss.png")]
+    figs.append(plots.save(plots.plot_curves(
+        {k: (times[1:], v[1:]) for k, v in result.rel_err.items()}, ylabel="relative error", hlines={"2 %": 0.02},
+        vlines={**escape, f"growth {cfg.early_growth:g}x": times[early]}), out_dir / "relative_error.png"))
+    S_align, S_early, S_final = (result.key_similarity(E_gd[i]) for i in (align, early, -1))
+    figs.append(plots.save(plots.plot_similarity_heatmaps(
+        {f"signature ({cfg.alignment.similarity})": result.signature_sim,
          f"embedding, t={times[align]:.0f} (growth {result.growth[align]:.1f}x)": S_align,
          f"embedding, t={times[early]:.0f} (growth {result.growth[early]:.1f}x)": S_early,
          f"embedding, t={times[-1]:.0f} (final)": S_final},
-        labels, title="key tokens: signature vs embedding cosine similarity"))
-    figs.append(plots.plot_similarity_scatter(
-        out_dir / "similarity_scatter.png", offdiagonal(result.signature_sim), offdiagonal(S_align),
-        xlabel=f"signature similarity ({cfg.signature_similarity})",
+        labels, title="key tokens: signature vs embedding cosine similarity"), out_dir / "similarity_heatmaps.png"))
+    figs.append(plots.save(plots.plot_similarity_scatter(
+        offdiagonal(result.signature_sim), offdiagonal(S_align),
+        xlabel=f"signature similarity ({cfg.alignment.similarity})",
         ylabel=f"embedding similarity (t={times[align]:.0f}, growth {result.growth[align]:.1f}x)",
-        stats={k: m["alignment"][k] for k in ("pearson", "spearman", "topk_overlap", "strong_pair_precision")}))
+        stats={k: m["alignment"][k] for k in ("pearson", "spearman", "topk_overlap", "strong_pair_precision")}),
+        out_dir / "similarity_scatter.png"))
+    V, keys = result.task.train.vocab_size, result.keys
     snapshots = np.unique(np.linspace(0, len(times) - 1, 6).round().astype(int))
-    vecs = [token_vectors(E_gd[i], keys, V, pos) for i in snapshots]
+    vecs = [token_rows(E_gd[i], V, cfg.positional)[keys] for i in snapshots]
     proj = np.stack([pca_projection(v, 2, basis_from=vecs[-1])[0] for v in vecs])
-    figs.append(plots.plot_projection_trajectory(out_dir / "key_projection.png", proj, times[snapshots], labels,
-                                                 title="key embeddings, PCA basis of the final embeddings"))
-    sv_gd = np.stack([np.linalg.svd(U @ E, compute_uv=False)[:8] for E, U in zip(E_gd, U_gd)])
-    sv_cf = np.stack([np.linalg.svd(U @ E, compute_uv=False)[:8] for E, U in zip(E_cf, U_cf)])
-    figs.append(plots.plot_singular_values(out_dir / "singular_values.png", times,
-                                           {"gradient descent": sv_gd, "closed form": sv_cf}))
+    figs.append(plots.save(plots.plot_projection_trajectory(
+        proj, times[snapshots], labels, title="key embeddings, PCA basis of the final embeddings"),
+        out_dir / "key_projection.png"))
+    figs.append(plots.save(plots.plot_singular_values(
+        times, {"gradient descent": product_singular_values(E_gd, U_gd), "closed form":
+                product_singular_values(E_cf, U_cf)}), out_dir / "singular_values.png"))
     aot = m["alignment_over_time"]
-    figs.append(plots.plot_curves(
-        out_dir / "alignment_over_time.png",
+    figs.append(plots.save(plots.plot_curves(
         {name: (np.asarray(aot["time"]), np.asarray(aot[name], dtype=float))
          for name in ("pearson", "spearman", "topk_overlap", "strong_pair_precision")},
-        ylabel="alignment with signature similarity", logy=False, vline=m["escape_time_predicted"],
-        vline_label="predicted escape"))
+        ylabel="alignment with signature similarity", logy=False, vlines=escape), out_dir / "alignment_over_time.png"))
     np.savez_compressed(out_dir / "arrays.npz", times=times, M=result.M, signature_similarity=result.signature_sim,
                         keys=keys, growth=result.growth, **{f"loss_{i}": v for i, v in enumerate(result.losses.values())},
                         E_gd_early=E_gd[early], E_gd_final=E_gd[-1], U_gd_final=U_gd[-1])
     return figs
 
 
-def metrics_table(metrics: dict[str, Any]) -> str:
-    """A Markdown table of the scalar metrics and the alignment dictionaries."""
-    lines = ["| metric | value |", "|---|---|"]
-    for key, value in metrics.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            lines.append(f"| {key} | {value:.6g} |")
-        elif isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()):
-            for k2, v2 in value.items():
-                lines.append(f"| {key}.{k2} | {v2:.6g} |")
-    return "\n".join(lines)
+def summary_lines(metrics: dict[str, Any]) -> list[str]:
+    a, measured = metrics["alignment"], metrics["escape_time_measured"]
+    return [
+        f"final loss {metrics['final_loss']:.4f} (initial {metrics['initial_loss']:.4f})",
+        f"closed form vs GD, max rel. error until growth {metrics['early_phase_growth']:.1f}x: "
+        f"{metrics['closed_form_rel_err']:.3%}",
+        f"integrated flow vs GD, max rel. error over the run: {metrics['flow_rel_err']:.3%}",
+        f"escape time predicted {metrics['escape_time_predicted']:.1f}, measured "
+        f"{measured if measured is None else round(measured, 1)}",
+        f"key embedding vs signature similarity at t={metrics['alignment_time']:.0f} "
+        f"(growth {metrics['alignment_growth']:.1f}x): Pearson {a['pearson']:.3f}, Spearman {a['spearman']:.3f}, "
+        f"top-{int(a['k'])} overlap {a['topk_overlap']:.3f}, strong-pair precision {a['strong_pair_precision']:.3f}",
+    ]
+
+
+EXPERIMENT = Experiment(
+    name="linear", title="E1: linear model, closed form vs integrated flow vs gradient descent",
+    config_class=LinearExperimentConfig, run=lambda config, ctx: run_linear_theory(config, quiet=ctx.quiet),
+    write_outputs=write_linear_outputs, summary=summary_lines)

@@ -9,8 +9,6 @@ alignment metrics of the input embeddings and unembeddings measured at every eva
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,26 +16,32 @@ from typing import Any, Literal
 
 import numpy as np
 
-from probsig_jax import plots
-from probsig_jax.analysis import pca_projection
-from probsig_jax.corpus import CorpusConfig, tokenize_corpus
+from probsig_jax.analysis import plots
+from probsig_jax.analysis.alignment import AlignmentConfig, alignment_series
+from probsig_jax.analysis.geometry import pca_projection
+from probsig_jax.config_base import Config
+from probsig_jax.corpus import CorpusConfig, VocabularyMap, load_tokenizer, tokenize_corpus
+from probsig_jax.experiments import Experiment
 from probsig_jax.experiments.corpus_alignment import (
-    COMPARISONS, CorpusAlignment, CorpusAnalysisConfig, alignment_table, analyse_corpus,
-    save_alignment_arrays, weight_similarities, write_alignment_figures,
+    CORPUS_ALIGNMENT, TRAINING_COMPARISONS, CorpusAlignment, CorpusAnalysisConfig, analyse_corpus,
+    check_corpus_alignment, corpus_summary_lines, model_weights, save_alignment_arrays, write_alignment_figures,
 )
-from probsig_jax.lm_data import TokenWindows, split_stream
-from probsig_jax.lm_training import LMRunConfig, LMTrainingResult, train_language_model
 from probsig_jax.models.qwen2 import PRESETS as MODEL_PRESETS
-from probsig_jax.models.qwen2 import Qwen2Config, save_pretrained
-from probsig_jax.tokenizer import load_tokenizer
-from probsig_jax.train_lm import LMTrainConfig
+from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM, save_pretrained
+from probsig_jax.training.lm_loop import LMRunConfig, LMTrainingResult, train_language_model
+from probsig_jax.training.lm_optimizer import LMTrainConfig
+from probsig_jax.training.token_windows import TokenWindows, split_stream
 from probsig_jax.validation import require, require_float, require_int
-from probsig_jax.vocab import VocabularyMap
+
+DIGIT_SNAPSHOT_KEY = "digits_input_embeddings"
 
 
 @dataclass(frozen=True)
-class LLMExperimentConfig:
-    """E4: train a Qwen2.5-architecture model on a corpus and track embedding-signature alignment."""
+class LLMExperimentConfig(Config):
+    """E4: train a Qwen2.5-architecture model on a corpus and track embedding-signature alignment.
+
+    ``seed`` seeds the initialisation and the batch order (``resolved()`` copies it into ``train.seed``).
+    """
 
     tokenizer: str = "qwen2.5"
     """Tokenizer: qwen2.5 (offline BPE) or a path to a HF tokenizer.json (or a directory holding one)."""
@@ -61,12 +65,19 @@ class LLMExperimentConfig:
     """Seed of the initialisation and of the batch order."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     analysis: CorpusAnalysisConfig = field(default_factory=CorpusAnalysisConfig)
+    alignment: AlignmentConfig = CORPUS_ALIGNMENT
     train: LMTrainConfig = field(default_factory=lambda: LMTrainConfig(
         learning_rate=3e-3, warmup_steps=50, total_steps=600, min_lr_ratio=0.1, weight_decay=0.0))
     run: LMRunConfig = field(default_factory=lambda: LMRunConfig(
         batch_size=16, seq_len=64, eval_every=50, eval_batches=4, checkpoint_every=100))
 
-    def validate(self) -> "LLMExperimentConfig":
+    derived_fields = ("train.seed",)
+    option_prefixes = {"corpus": "corpus_"}
+
+    def resolved(self) -> "LLMExperimentConfig":
+        return self.replace(train=self.train.replace(seed=self.seed))
+
+    def _check(self) -> None:
         require(isinstance(self.tokenizer, str) and self.tokenizer != "", "tokenizer", "must name a tokenizer")
         require_int(self.num_workers, "num_workers", minimum=1, maximum=256)
         require_float(self.eval_fraction, "eval_fraction", minimum=0.0, maximum=0.5, strict_minimum=True)
@@ -75,11 +86,7 @@ class LLMExperimentConfig:
         require_int(self.num_layers, "num_layers", minimum=0, maximum=256)
         require_float(self.initializer_range, "initializer_range", minimum=0.0, maximum=10.0, strict_minimum=True)
         require_int(self.seed, "seed", minimum=0)
-        self.corpus.validate()
-        self.analysis.validate()
-        self.train.validate()
-        self.run.validate()
-        return self
+        check_corpus_alignment(self.alignment)
 
     def model_config(self, vocab_size: int) -> Qwen2Config:
         """The preset with the corpus's vocabulary and the overrides."""
@@ -101,7 +108,7 @@ class LLMResult:
     metrics: dict[str, Any]
     training: LMTrainingResult
     alignment: CorpusAlignment
-    final_weights: dict[str, dict[str, np.ndarray]]
+    final_weights: dict[str, np.ndarray]        # "embedding" W_E, "unembedding" W_U, (V, H)
     model_config: Qwen2Config
     vocab_map: VocabularyMap
 
@@ -111,13 +118,10 @@ class LLMResult:
         return [(e["step"], np.asarray(e[DIGIT_SNAPSHOT_KEY])) for e in self.training.evals if DIGIT_SNAPSHOT_KEY in e]
 
 
-DIGIT_SNAPSHOT_KEY = "digits_input_embeddings"
-
-
 def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = None, quiet: bool = False
             ) -> LLMResult:
     """Run E4 (see the module docstring). ``checkpoint_dir`` makes the training resumable."""
-    config = config.validate()
+    config = config.resolved().validate()
     tic = time.perf_counter()
     tokenizer = load_tokenizer(config.tokenizer)
     shards = tokenize_corpus(config.corpus, tokenizer, config.cache_dir, num_workers=config.num_workers, quiet=quiet)
@@ -131,35 +135,28 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
     prepare_s = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    alignment = analyse_corpus(train_ids, vocab_map.size, tokenizer, vocab_map, config.analysis, seed=config.seed,
-                               quiet=quiet)
+    alignment = analyse_corpus(train_ids, vocab_map.size, tokenizer, vocab_map, config.analysis, config.alignment,
+                               seed=config.seed, quiet=quiet)
     analysis_s = time.perf_counter() - tic
-    token_sets, targets = alignment.token_sets, alignment.targets
-    k, q = config.analysis.topk, config.analysis.strong_pair_percent
-    digit_set = next((s for s in token_sets if s.name == "digits"), None)
+    tracker = alignment.tracker()
+    digit_set = next((s for s in alignment.token_sets if s.name == "digits"), None)
 
     def evaluate(step: int, model) -> dict[str, Any]:
-        W_E, W_U = np.asarray(model.input_embeddings()), np.asarray(model.output_embeddings())
-        record: dict[str, Any] = {}
-        for s in token_sets:
-            table = alignment_table(weight_similarities(W_E, W_U, s), targets[s.name], k=k, q=q)
-            for comparison, m in table.items():
-                for key in ("pearson", "spearman", "topk_overlap", "strong_pair_precision", "weak_pair_precision"):
-                    record[f"{s.name}/{comparison}/{key}"] = m[key]
+        weights = model_weights(model)
+        record: dict[str, Any] = {"alignment": tracker(step, weights)}
         if digit_set is not None:
-            record[DIGIT_SNAPSHOT_KEY] = W_E[digit_set.model_ids].astype(np.float64).tolist()
+            record[DIGIT_SNAPSHOT_KEY] = weights["embedding"][digit_set.ids].astype(np.float64).tolist()
         return record
 
     model_config = config.model_config(vocab_map.size)
-    train_cfg = dataclasses.replace(config.train, seed=config.seed)
     tic = time.perf_counter()
-    training = train_language_model(model_config, train_cfg, config.run, TokenWindows(train_ids, config.run.seq_len),
-                                    TokenWindows(eval_ids, config.run.seq_len), checkpoint_dir=checkpoint_dir,
-                                    evaluate=evaluate, quiet=quiet)
+    training = train_language_model(lambda rngs: Qwen2LM(model_config, rngs=rngs), config.train, config.run,
+                                    TokenWindows(train_ids, config.run.seq_len),
+                                    TokenWindows(eval_ids, config.run.seq_len), run_record=model_config,
+                                    checkpoint_dir=checkpoint_dir, evaluate=evaluate, quiet=quiet)
     train_s = time.perf_counter() - tic
 
-    W_E, W_U = np.asarray(training.model.input_embeddings()), np.asarray(training.model.output_embeddings())
-    final_weights = {s.name: weight_similarities(W_E, W_U, s) for s in token_sets}
+    final_weights = model_weights(training.model)
     evals = training.evals
     metrics = {
         "experiment": "llm",
@@ -179,7 +176,7 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
         "final_train_loss": float(np.mean(training.history["loss"][-10:])),
         "steps": config.train.total_steps, "resumed_from": training.resumed_from,
         "evals": [{k: v for k, v in e.items() if k != DIGIT_SNAPSHOT_KEY} for e in evals],
-        "token_sets": alignment.metrics(final_weights, "trained", config.analysis),
+        "token_sets": alignment.metrics(final_weights, "trained"),
         "timing_s": {"tokenize_and_map": prepare_s, "signatures_and_theory": analysis_s, "train": train_s},
     }
     return LLMResult(config, metrics, training, alignment, final_weights, model_config, vocab_map)
@@ -187,16 +184,16 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
 
 def _metric_curves(evals: list[dict[str, Any]], set_name: str, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     curves = {}
-    for comparison, _, _ in COMPARISONS:
-        name = f"{set_name}/{comparison}/{key}"
-        points = [(e["step"], e[name]) for e in evals if name in e and e[name] == e[name]]
+    for comparison in TRAINING_COMPARISONS:
+        series = alignment_series(evals, set_name, comparison.name)
+        points = [(s, v) for s, v in zip(series["step"], series.get(key, [])) if v == v]
         if points:
             steps, values = zip(*points)
-            curves[comparison.replace("_", " ")] = (np.asarray(steps, float), np.asarray(values, float))
+            curves[comparison.name.replace("_", " ")] = (np.asarray(steps, float), np.asarray(values, float))
     return curves
 
 
-def write_llm_report(result: LLMResult, out: Path) -> list[Path]:
+def write_llm_outputs(result: LLMResult, out: Path) -> list[Path]:
     """Figures, ``arrays.npz``, the final model (``model/``) and ``vocab_map.json``; returns the figures."""
     figures: list[Path] = []
     history, evals = result.training.history, result.training.evals
@@ -205,24 +202,24 @@ def write_llm_report(result: LLMResult, out: Path) -> list[Path]:
     eval_points = [(e["step"], e["eval_loss"]) for e in evals if "eval_loss" in e]
     if eval_points:
         curves["held-out loss"] = tuple(np.asarray(v, float) for v in zip(*eval_points))
-    figures.append(plots.plot_curves(out / "loss.png", curves, xlabel="step", ylabel="next-token loss (nats)"))
+    figures.append(plots.save(plots.plot_curves(curves, xlabel="step", ylabel="next-token loss (nats)"),
+                              out / "loss.png"))
     for s in result.alignment.token_sets:
         for key, label in (("pearson", "Pearson r"), ("strong_pair_precision", "strong-pair precision")):
             c = _metric_curves(evals, s.name, key)
             if c:
-                figures.append(plots.plot_curves(out / f"alignment_{s.name}_{key}.png", c, xlabel="step",
-                                                 ylabel=f"{label}, {s.name} tokens", logy=False, marker="o"))
+                figures.append(plots.save(plots.plot_curves(c, xlabel="step", ylabel=f"{label}, {s.name} tokens",
+                                                            logy=False, marker="o"),
+                                          out / f"alignment_{s.name}_{key}.png"))
     figures += write_alignment_figures(out, result.alignment, result.final_weights, weights_label="trained")
     snapshots = result.digit_snapshots()
     if snapshots:
         digit_set = next(s for s in result.alignment.token_sets if s.name == "digits")
         snaps = np.stack([v for _, v in snapshots])
-        final = snaps[-1]
-        proj = np.stack([pca_projection(v, 2, basis_from=final)[0] for v in snaps])
-        figures.append(plots.plot_projection_trajectory(
-            out / "digits_pca.png", proj, np.asarray([s for s, _ in snapshots], float),
-            list(digit_set.labels), title="digit input embeddings (PCA of the final embeddings)"))
-
+        proj = np.stack([pca_projection(v, 2, basis_from=snaps[-1])[0] for v in snaps])
+        figures.append(plots.save(plots.plot_projection_trajectory(
+            proj, np.asarray([s for s, _ in snapshots], float), list(digit_set.labels), time_label="step",
+            title="digit input embeddings (PCA of the final embeddings)"), out / "digits_pca.png"))
     save_alignment_arrays(out / "arrays.npz", result.alignment, result.final_weights,
                           train_loss=np.asarray(history["loss"]))
     save_pretrained(result.training.model, result.model_config, out / "model")
@@ -230,11 +227,13 @@ def write_llm_report(result: LLMResult, out: Path) -> list[Path]:
     return figures
 
 
-def checkpoint_dir_for(out: Path) -> Path:
-    """Where a run writing to ``out`` keeps its checkpoints (stable across restarts, beside ``out``)."""
-    return out.with_name(f".{out.name}.checkpoints")
+def notes(metrics: dict[str, Any]) -> list[str]:
+    return ["The trained model: `model/` (HF safetensors + `vocab_map.json`; "
+            "`python -m probsig_jax.simulate pretrained --checkpoint <this run>/model` reads it)."]
 
 
-def remove_checkpoints(out: Path) -> None:
-    shutil.rmtree(checkpoint_dir_for(out), ignore_errors=True)
-
+EXPERIMENT = Experiment(
+    name="llm", title="E4: Qwen2.5-architecture model trained on a corpus, embeddings vs probability signatures",
+    config_class=LLMExperimentConfig,
+    run=lambda config, ctx: run_llm(config, checkpoint_dir=ctx.work_dir, quiet=ctx.quiet),
+    write_outputs=write_llm_outputs, summary=corpus_summary_lines, notes=notes)

@@ -17,21 +17,22 @@ from typing import Any
 
 import numpy as np
 
-from probsig_jax import plots
-from probsig_jax.analysis import pca_projection
-from probsig_jax.corpus import CorpusConfig, tokenize_corpus
+from probsig_jax.analysis import plots
+from probsig_jax.analysis.alignment import AlignmentConfig
+from probsig_jax.analysis.geometry import pca_projection
+from probsig_jax.config_base import Config
+from probsig_jax.corpus import CorpusConfig, VocabularyMap, load_tokenizer, tokenize_corpus
+from probsig_jax.experiments import Experiment
 from probsig_jax.experiments.corpus_alignment import (
-    CorpusAlignment, CorpusAnalysisConfig, analyse_corpus, save_alignment_arrays,
-    weight_similarities, write_alignment_figures,
+    CORPUS_ALIGNMENT, CorpusAlignment, CorpusAnalysisConfig, analyse_corpus, check_corpus_alignment,
+    corpus_summary_lines, save_alignment_arrays, write_alignment_figures,
 )
 from probsig_jax.models.qwen2 import load_pretrained
-from probsig_jax.tokenizer import load_tokenizer
 from probsig_jax.validation import ConfigError, require, require_int
-from probsig_jax.vocab import VocabularyMap
 
 
 @dataclass(frozen=True)
-class PretrainedExperimentConfig:
+class PretrainedExperimentConfig(Config):
     """E5: alignment of a pretrained checkpoint's embeddings with the corpus signatures."""
 
     checkpoint: str = ""
@@ -46,15 +47,16 @@ class PretrainedExperimentConfig:
     """Seed of the randomized parts (none by default; kept for the run record)."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     analysis: CorpusAnalysisConfig = field(default_factory=CorpusAnalysisConfig)
+    alignment: AlignmentConfig = CORPUS_ALIGNMENT
 
-    def validate(self) -> "PretrainedExperimentConfig":
+    option_prefixes = {"corpus": "corpus_"}
+
+    def _check(self) -> None:
         require(self.checkpoint != "", "checkpoint", "is required: a local HF checkpoint directory")
         require(Path(self.checkpoint).is_dir(), "checkpoint", f"must be a directory, got {self.checkpoint!r}")
         require_int(self.num_workers, "num_workers", minimum=1, maximum=256)
         require_int(self.seed, "seed", minimum=0)
-        self.corpus.validate()
-        self.analysis.validate()
-        return self
+        check_corpus_alignment(self.alignment)
 
 
 @dataclass
@@ -62,7 +64,7 @@ class PretrainedResult:
     config: PretrainedExperimentConfig
     metrics: dict[str, Any]
     alignment: CorpusAlignment
-    weights: dict[str, dict[str, np.ndarray]]
+    weights: dict[str, np.ndarray]              # "embedding" W_E, "unembedding" W_U, (V, H)
     digit_embeddings: np.ndarray | None
 
 
@@ -74,7 +76,7 @@ def _tokenizer_for(config: PretrainedExperimentConfig):
 
 
 def run_pretrained(config: PretrainedExperimentConfig, *, quiet: bool = False) -> PretrainedResult:
-    config = config.validate()
+    config = config.resolved().validate()
     tic = time.perf_counter()
     model_config, model = load_pretrained(config.checkpoint)
     W_E = np.asarray(model.input_embeddings(), dtype=np.float32)
@@ -104,8 +106,8 @@ def run_pretrained(config: PretrainedExperimentConfig, *, quiet: bool = False) -
 
     tic = time.perf_counter()
     alignment = analyse_corpus(ids, model_config.vocab_size, tokenizer, vocab_map, config.analysis,
-                               seed=config.seed, quiet=quiet)
-    weights = {s.name: weight_similarities(W_E, W_U, s) for s in alignment.token_sets}
+                               config.alignment, seed=config.seed, quiet=quiet)
+    weights = {"embedding": W_E, "unembedding": W_U}
     analysis_s = time.perf_counter() - tic
     digit_set = next((s for s in alignment.token_sets if s.name == "digits"), None)
     metrics = {
@@ -120,23 +122,30 @@ def run_pretrained(config: PretrainedExperimentConfig, *, quiet: bool = False) -
         "signature_pairs": int(alignment.counts.num_pairs),
         "theory": {"rank": alignment.theory_rank, "time": alignment.theory_time,
                    "growth": config.analysis.theory_growth, "top_singular_values": alignment.top_singular_values},
-        "token_sets": alignment.metrics(weights, "pretrained", config.analysis),
+        "token_sets": alignment.metrics(weights, "pretrained"),
         "timing_s": {"load_checkpoint": load_s, "tokenize": tokenize_s, "signatures_and_theory": analysis_s},
     }
     if model_config.tie_word_embeddings:
         metrics["note"] = ("tied embeddings: W_U = W_E, so the unembedding rows are the input embeddings; "
                            "PAPER section 7 compares W_U with phi_pre on untied models")
-    digits = W_E[digit_set.model_ids].astype(np.float64) if digit_set is not None else None
+    digits = W_E[digit_set.ids].astype(np.float64) if digit_set is not None else None
     return PretrainedResult(config, metrics, alignment, weights, digits)
 
 
-def write_pretrained_report(result: PretrainedResult, out: Path) -> list[Path]:
+def write_pretrained_outputs(result: PretrainedResult, out: Path) -> list[Path]:
     """Figures and ``arrays.npz``; returns the figures."""
     figures = write_alignment_figures(out, result.alignment, result.weights, weights_label="pretrained")
     if result.digit_embeddings is not None:
         digit_set = next(s for s in result.alignment.token_sets if s.name == "digits")
         proj, _ = pca_projection(result.digit_embeddings, 2)
-        figures.append(plots.plot_projection_trajectory(out / "digits_pca.png", proj[None], np.zeros(1),
-                                                        list(digit_set.labels), title="digit input embeddings (PCA)"))
+        figures.append(plots.save(plots.plot_projection_trajectory(
+            proj[None], np.zeros(1), list(digit_set.labels), title="digit input embeddings (PCA)"),
+            out / "digits_pca.png"))
     save_alignment_arrays(out / "arrays.npz", result.alignment, result.weights)
     return figures
+
+
+EXPERIMENT = Experiment(
+    name="pretrained", title="E5: pretrained checkpoint, embeddings vs probability signatures",
+    config_class=PretrainedExperimentConfig, run=lambda config, ctx: run_pretrained(config, quiet=ctx.quiet),
+    write_outputs=write_pretrained_outputs, summary=corpus_summary_lines)

@@ -1,5 +1,12 @@
-"""Models: the linear embedding model (later issues add the FFN and the Qwen2.5 port)."""
+"""Models (Flax NNX): the linear embedding model, the feed-forward Emb-MLP and the Qwen2.5-architecture port.
 
-from probsig_jax.models.linear import LinearEmbeddingModel
+Every model maps token ids to logits and exposes ``input_embeddings()`` / ``output_embeddings()`` as token
+rows (V, H), the layout the alignment pipeline compares (:mod:`probsig_jax.analysis.alignment`).
+"""
 
-__all__ = ["LinearEmbeddingModel"]
+from probsig_jax.models.ffn import FeedForwardModel
+from probsig_jax.models.linear import LinearEmbeddingModel, token_gram, token_rows
+from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM, load_pretrained, save_pretrained
+
+__all__ = ["FeedForwardModel", "LinearEmbeddingModel", "Qwen2Config", "Qwen2LM", "load_pretrained",
+           "save_pretrained", "token_gram", "token_rows"]

@@ -91,3 +91,11 @@ class FeedForwardModel(nnx.Module):
     def weights(self) -> dict[str, jax.Array]:
         """The matrices the signature analysis compares: E (d, V) and U (V, width)."""
         return {"E": self.embedding[...], "U": self.unembedding[...]}
+
+    def input_embeddings(self) -> jax.Array:
+        """(V, d) token rows of the embedding."""
+        return self.embedding[...].T
+
+    def output_embeddings(self) -> jax.Array:
+        """(V, width) unembedding rows."""
+        return self.unembedding[...]

@@ -21,6 +21,31 @@ def feature_index(inputs_NxL: jax.Array, vocab_size: int, positional: bool) -> j
     return inputs_NxL + vocab_size * jnp.arange(inputs_NxL.shape[1], dtype=inputs_NxL.dtype)[None, :]
 
 
+def token_rows(E_DxF, vocab_size: int, positional: bool):
+    """The embedding as token rows (V, d), or (V, L * d) with positional features (a token's per-position
+    columns side by side): the layout every alignment comparison uses (:mod:`probsig_jax.analysis.alignment`).
+    Works on numpy and JAX arrays."""
+    if not positional:
+        return E_DxF.T
+    L = E_DxF.shape[1] // vocab_size
+    return _concat([E_DxF[:, l * vocab_size:(l + 1) * vocab_size].T for l in range(L)])
+
+
+def token_gram(gram_FxF, vocab_size: int, positional: bool):
+    """The (V, V) Gram matrix of :func:`token_rows` from the (F, F) Gram matrix of the feature columns
+    (positional: the sum of the per-position diagonal blocks)."""
+    if not positional:
+        return gram_FxF
+    L = gram_FxF.shape[0] // vocab_size
+    return sum(gram_FxF[l * vocab_size:(l + 1) * vocab_size, l * vocab_size:(l + 1) * vocab_size] for l in range(L))
+
+
+def _concat(blocks):
+    import numpy as np
+
+    return np.concatenate(blocks, axis=1) if isinstance(blocks[0], np.ndarray) else jnp.concatenate(blocks, axis=1)
+
+
 class LinearEmbeddingModel(nnx.Module):
     """Linear model ``logits = U E c(x)``.
 
@@ -56,6 +81,14 @@ class LinearEmbeddingModel(nnx.Module):
     def weights(self) -> dict[str, jax.Array]:
         """The matrices the theory tracks: ``E`` (d, F) and ``U`` (V, d)."""
         return {"E": self.embedding[...], "U": self.unembedding[...]}
+
+    def input_embeddings(self) -> jax.Array:
+        """(V, d) token rows of E ((V, L d) with positional features; :func:`token_rows`)."""
+        return token_rows(self.embedding[...], self.vocab_size, self.positional)
+
+    def output_embeddings(self) -> jax.Array:
+        """(V, d) unembedding rows."""
+        return self.unembedding[...]
 
     @classmethod
     def from_weights(cls, E_DxF: jax.Array, U_VxD: jax.Array, *, positional: bool = False) -> "LinearEmbeddingModel":

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probsig_jax.analysis import cosine_similarity_matrix
+from probsig_jax.analysis.metrics import cosine_similarity_matrix
 from probsig_jax.data.dataset import Dataset
 from probsig_jax.data.features import count_features, num_features
 from probsig_jax.validation import ConfigError, require

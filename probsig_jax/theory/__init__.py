@@ -1,11 +1,42 @@
-"""Gradient-flow theory: sympy derivation (:mod:`.derivation`), generated JAX functions
-(:mod:`.compiled`) and the linear model's closed form and flows (:mod:`.linear`)."""
+"""Gradient-flow theory.
 
-from probsig_jax.theory import linear
-from probsig_jax.theory import corpus
-from probsig_jax.theory.corpus import max_modes, predicted_similarity, time_for_growth, truncated_signature_modes
-from probsig_jax.theory.derivation import derive_linear_flow, verify_linear_flow
-from probsig_jax.theory.writeup import render_linear_flow_markdown
+==================  ===================================================================================
+module              what it holds
+==================  ===================================================================================
+``derivation``      the sympy derivation of the linear model's flow and its symbolic checks (sympy)
+``compiled``        the derived expressions lambdified to JAX (sympy)
+``writeup``         the Markdown + LaTeX write-up generated from the derivation (sympy)
+``modes``           ``SignatureModes``, ``signature_modes``: the SVD basis of M (plain JAX)
+``linear``          ``closed_form``, ``integrate_flow`` (diffrax), ``predicted_embedding_gram``,
+                    ``escape_time``, ... for composite addition tasks
+``corpus``          corpus-scale prediction from a truncated SVD of the sparse M (scipy; no sympy/diffrax)
+==================  ===================================================================================
 
-__all__ = ["derive_linear_flow", "linear", "render_linear_flow_markdown", "verify_linear_flow"]
-__all__ += ["corpus", "max_modes", "predicted_similarity", "time_for_growth", "truncated_signature_modes"]
+Names are imported on first use: ``import probsig_jax.theory.corpus`` loads neither sympy nor diffrax.
+"""
+
+from probsig_jax._lazy import lazy_exports
+
+_EXPORTS = {
+    "derivation": "probsig_jax.theory.derivation",
+    "compiled": "probsig_jax.theory.compiled",
+    "writeup": "probsig_jax.theory.writeup",
+    "modes": "probsig_jax.theory.modes",
+    "linear": "probsig_jax.theory.linear",
+    "corpus": "probsig_jax.theory.corpus",
+    "derive_linear_flow": "probsig_jax.theory.derivation",
+    "verify_linear_flow": "probsig_jax.theory.derivation",
+    "render_linear_flow_markdown": "probsig_jax.theory.writeup",
+    "SignatureModes": "probsig_jax.theory.modes",
+    "signature_modes": "probsig_jax.theory.modes",
+    "closed_form": "probsig_jax.theory.linear",
+    "integrate_flow": "probsig_jax.theory.linear",
+    "predicted_embedding_gram": "probsig_jax.theory.linear",
+    "escape_time": "probsig_jax.theory.linear",
+    "max_modes": "probsig_jax.theory.corpus",
+    "predicted_similarity": "probsig_jax.theory.corpus",
+    "time_for_growth": "probsig_jax.theory.corpus",
+    "truncated_signature_modes": "probsig_jax.theory.corpus",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -27,7 +27,7 @@ import scipy.linalg
 from scipy.sparse.linalg import LinearOperator, svds
 
 from probsig_jax.signatures.corpus import CorpusPairCounts
-from probsig_jax.theory.linear import SignatureModes
+from probsig_jax.theory.modes import SignatureModes
 from probsig_jax.validation import require, require_float, require_int
 
 Method = Literal["arpack", "randomized"]

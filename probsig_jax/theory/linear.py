@@ -21,6 +21,7 @@ from probsig_jax.data.features import num_features
 from probsig_jax.models.linear import feature_index
 from probsig_jax.signatures import cooccurrence_matrix, signature_matrix
 from probsig_jax.theory.compiled import compiled_linear_theory
+from probsig_jax.theory.modes import SignatureModes, signature_modes
 from probsig_jax.validation import ConfigError, require, require_float, require_int
 
 
@@ -57,23 +58,6 @@ def _check_times(t, field: str = "t") -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- SVD and closed form
-
-@dataclass(frozen=True)
-class SignatureModes:
-    """Compact SVD ``M = P diag(S) Q^T``: P (V, r), S (r,) descending, Q (F, r)."""
-
-    P: jax.Array
-    S: jax.Array
-    Q: jax.Array
-
-
-def signature_modes(M, rtol: float = 1e-10) -> SignatureModes:
-    """Compact SVD of M, dropping singular values below ``rtol * S[0]``."""
-    M = jnp.asarray(M)
-    P, S, Qt = jnp.linalg.svd(M, full_matrices=False)
-    r = max(1, int(jnp.sum(S > rtol * S[0])))
-    return SignatureModes(P[:, :r], S[:r], Qt[:r].T)
-
 
 def closed_form(M, E0, U0, t, *, modes: SignatureModes | None = None) -> tuple[jax.Array, jax.Array]:
     """Closed-form solution of the linearised flow dE/dt = U^T M, dU/dt = M E^T.

@@ -13,7 +13,7 @@ tokens_NxT2 = generate(model, prompt_NxT, max_new_tokens=20)  # greedy, KV cache
 from probsig_jax.models.qwen2.checkpoint import load_pretrained, save_pretrained
 from probsig_jax.models.qwen2.config import PRESETS, Qwen2Config
 from probsig_jax.models.qwen2.generate import generate
-from probsig_jax.models.qwen2.model import Qwen2LM, abstract_model, next_token_loss, num_parameters
+from probsig_jax.models.qwen2.model import Qwen2LM, abstract_model, num_parameters
 
-__all__ = ["PRESETS", "Qwen2Config", "Qwen2LM", "abstract_model", "generate", "load_pretrained", "next_token_loss",
+__all__ = ["PRESETS", "Qwen2Config", "Qwen2LM", "abstract_model", "generate", "load_pretrained",
            "num_parameters", "save_pretrained"]

@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from probsig_jax.losses import next_token_loss  # noqa: F401  (re-exported: the model's training loss)
 from probsig_jax.models.qwen2.config import Qwen2Config, resolve_attention_impl
 from probsig_jax.validation import require
 

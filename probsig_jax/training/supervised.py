@@ -1,12 +1,13 @@
-"""Jit-compiled optax training loops for any NNX model mapping token ids (N, L) to logits (N, V).
+"""Jit-compiled optax training loops for any NNX model mapping token ids (N, L) to logits (N, V), trained on a
+:class:`~probsig_jax.data.Dataset` of (x, y) pairs (the composite addition tasks).
 
-The model is split once into ``(graphdef, state)``; a pure step over the state
-is compiled, and ``lax.scan`` runs ``record_every`` steps per call so the host
-only wakes up to record weights and update the progress bar (LESSONS: NNX
+The model is split once into ``(graphdef, state)``; :func:`make_train_step` builds the pure step over the
+state (public, so benchmarks time exactly what :func:`train` runs), and ``lax.scan`` runs ``record_every``
+steps per call so the host only wakes up to record weights and update the progress bar (LESSONS: NNX
 overhead, progress bars in jitted loops).
 
-``optimizer="gd"`` is full-batch gradient descent: after k steps of learning
-rate eta it approximates the gradient flow at ``t = k * eta``.
+``optimizer="gd"`` is full-batch gradient descent: after k steps of learning rate eta it approximates the
+gradient flow at ``t = k * eta``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,13 +23,16 @@ import numpy as np
 import optax
 from flax import nnx
 
+from probsig_jax.config_base import Config
 from probsig_jax.data.dataset import Dataset
 from probsig_jax.progress import progress_bar
+from probsig_jax.training.divergence import TrainingDiverged
+from probsig_jax.training.losses import weighted_cross_entropy
 from probsig_jax.validation import ConfigError, require, require_float, require_int
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Optimisation settings.
 
     Attributes:
@@ -48,7 +52,7 @@ class TrainConfig:
     record_every: int = 20
     seed: int = 0
 
-    def validate(self) -> "TrainConfig":
+    def _check(self) -> None:
         require(self.optimizer in ("gd", "sgd", "adam"), "optimizer",
                 f"must be one of gd, sgd, adam, got {self.optimizer!r}")
         require_float(self.learning_rate, "learning_rate", minimum=0.0, strict_minimum=True)
@@ -58,7 +62,6 @@ class TrainConfig:
                 "must be 0 for optimizer='gd' (full-batch gradient descent)")
         require_int(self.record_every, "record_every", minimum=1, maximum=self.steps)
         require_int(self.seed, "seed", minimum=0)
-        return self
 
 
 @dataclass(frozen=True)
@@ -80,16 +83,56 @@ class TrainResult:
     final_state: nnx.State = dataclasses.field(repr=False)
 
 
-def weighted_cross_entropy(logits_NxV: jax.Array, labels_N: jax.Array, weights_N: jax.Array) -> jax.Array:
-    """``sum_i w_i (-log softmax(z_i)_{y_i}) / sum_i w_i``."""
-    nll_N = optax.softmax_cross_entropy_with_integer_labels(logits_NxV, labels_N)
-    return jnp.sum(weights_N * nll_N) / jnp.sum(weights_N)
-
-
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     if config.optimizer == "adam":
         return optax.adam(config.learning_rate)
     return optax.sgd(config.learning_rate)
+
+
+class TrainStep(NamedTuple):
+    """The pure functions :func:`train` compiles, over the split state of a model.
+
+    Attributes:
+      step: ``(state, opt_state, key) -> (state, opt_state, key)``, one optimisation step: the full data set
+        (``gd``, or ``batch_size`` 0), else a mini-batch of rows drawn with probability proportional to their
+        weights using ``key``.
+      loss: ``state -> scalar``, the weighted cross-entropy on the whole data set.
+      optimizer: the optax transformation (``optimizer.init(state)`` gives the initial ``opt_state``).
+    """
+
+    step: Callable
+    loss: Callable
+    optimizer: optax.GradientTransformation
+
+
+def make_train_step(graphdef: nnx.GraphDef, dataset: Dataset, config: TrainConfig, dtype) -> TrainStep:
+    """The step and loss of :func:`train` for a model split as ``graphdef, state = nnx.split(model)``;
+    ``dtype`` is the parameters' dtype (the sample weights are cast to it)."""
+    config = config.validate()
+    inputs = jnp.asarray(dataset.inputs)
+    labels = jnp.asarray(dataset.labels)
+    weights = jnp.asarray(dataset.sample_weights(), dtype=dtype)
+    full_batch = config.batch_size == 0
+    tx = make_optimizer(config)
+
+    def batch_loss(state, x, y, w):
+        return weighted_cross_entropy(nnx.merge(graphdef, state)(x), y, w)
+
+    def step(state, opt_state, key):
+        if full_batch:
+            x, y, w = inputs, labels, weights
+        else:
+            key, sub = jax.random.split(key)
+            idx = jax.random.choice(sub, inputs.shape[0], (config.batch_size,), p=weights)
+            x, y, w = inputs[idx], labels[idx], jnp.ones((config.batch_size,), dtype)
+        grads = jax.grad(batch_loss)(state, x, y, w)
+        updates, opt_state = tx.update(grads, opt_state, state)
+        return optax.apply_updates(state, updates), opt_state, key
+
+    def loss(state):
+        return batch_loss(state, inputs, labels, weights)
+
+    return TrainStep(step, loss, tx)
 
 
 def train(model: nnx.Module, dataset: Dataset, config: TrainConfig, *,
@@ -98,7 +141,8 @@ def train(model: nnx.Module, dataset: Dataset, config: TrainConfig, *,
     """Train ``model`` on ``dataset`` and record ``record(model)`` every ``record_every`` steps.
 
     The model is not modified; the trained state is returned in the result.
-    ``record`` defaults to ``model.weights()``.
+    ``record`` defaults to ``model.weights()``. Raises :class:`TrainingDiverged` when the loss stops being
+    finite.
     """
     config = config.validate()
     require(dataset.num_samples > 0, "dataset", "is empty")
@@ -109,37 +153,20 @@ def train(model: nnx.Module, dataset: Dataset, config: TrainConfig, *,
     record = record or (lambda m: m.weights())
     graphdef, state = nnx.split(model)
     param_dtype = jax.tree_util.tree_leaves(state)[0].dtype
-    inputs = jnp.asarray(dataset.inputs)
-    labels = jnp.asarray(dataset.labels)
-    weights = jnp.asarray(dataset.sample_weights(), dtype=param_dtype)
-    full_batch = config.batch_size == 0
-    tx = make_optimizer(config)
-
-    def loss_fn(state, x, y, w):
-        return weighted_cross_entropy(nnx.merge(graphdef, state)(x), y, w)
-
-    def step(carry, _):
-        state, opt_state, key = carry
-        if full_batch:
-            x, y, w = inputs, labels, weights
-        else:
-            key, sub = jax.random.split(key)
-            idx = jax.random.choice(sub, inputs.shape[0], (config.batch_size,), p=weights)
-            x, y, w = inputs[idx], labels[idx], jnp.ones((config.batch_size,), param_dtype)
-        grads = jax.grad(loss_fn)(state, x, y, w)
-        updates, opt_state = tx.update(grads, opt_state, state)
-        return (optax.apply_updates(state, updates), opt_state, key), None
+    train_step = make_train_step(graphdef, dataset, config, param_dtype)
 
     @functools.partial(jax.jit, static_argnums=3)
     def run_chunk(state, opt_state, key, n_steps):
-        (state, opt_state, key), _ = jax.lax.scan(step, (state, opt_state, key), None, length=n_steps)
-        return state, opt_state, key
+        def body(carry, _):
+            return train_step.step(*carry), None
+
+        return jax.lax.scan(body, (state, opt_state, key), None, length=n_steps)[0]
 
     @jax.jit
     def observe(state):
-        return loss_fn(state, inputs, labels, weights), record(nnx.merge(graphdef, state))
+        return train_step.loss(state), record(nnx.merge(graphdef, state))
 
-    opt_state = tx.init(state)
+    opt_state = train_step.optimizer.init(state)
     key = jax.random.key(config.seed)
     n_chunks = config.steps // config.record_every
     rest = config.steps - n_chunks * config.record_every
@@ -158,8 +185,9 @@ def train(model: nnx.Module, dataset: Dataset, config: TrainConfig, *,
             state, opt_state, key = run_chunk(state, opt_state, key, config.record_every)
             loss = log((i + 1) * config.record_every, state)
             if not np.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {(i + 1) * config.record_every}; "
-                                         f"lower learning_rate (now {config.learning_rate})")
+                raise TrainingDiverged(f"training diverged: loss {loss} at step {(i + 1) * config.record_every}; "
+                                       f"lower learning_rate (now {config.learning_rate})",
+                                       history={"step": list(rec_steps), "loss": list(rec_loss)})
             bar.update(config.record_every)
             bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
         if rest:  # a final partial chunk

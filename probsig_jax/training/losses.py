@@ -1,4 +1,4 @@
-"""Losses shared by the models and training loops."""
+"""Losses of every training loop: next-token prediction (language models) and weighted cross-entropy (data sets of (x, y) pairs)."""
 
 from __future__ import annotations
 
@@ -28,3 +28,10 @@ def next_token_loss(logits_NxTxV: jax.Array, tokens_NxT: jax.Array, mask_NxT: ja
     mask = mask_NxT.astype(dtype)
     valid_NxT1 = mask[:, 1:] * mask[:, :-1]
     return (losses_NxT1 * valid_NxT1).sum() / jnp.maximum(valid_NxT1.sum(), 1.0)
+
+
+def weighted_cross_entropy(logits_NxV: jax.Array, labels_N: jax.Array, weights_N: jax.Array) -> jax.Array:
+    """``sum_i w_i (-log softmax(z_i)_{y_i}) / sum_i w_i``: the loss of a weighted data set (an exact
+    distribution given as unique rows and their probabilities)."""
+    nll_N = optax.softmax_cross_entropy_with_integer_labels(logits_NxV, labels_N)
+    return jnp.sum(weights_N * nll_N) / jnp.sum(weights_N)

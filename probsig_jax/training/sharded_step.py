@@ -3,7 +3,7 @@
 The module is split once (``nnx.split``) into a static ``graphdef``, the trainable ``params``
 (``nnx.Param``) and any other state; the step is a pure function of arrays, merged back into
 a module inside ``jax.jit`` (LESSONS: keep NNX's Python out of the step). Parameters, optimiser
-state and batches carry :class:`~jax.sharding.NamedSharding` from :mod:`probsig_jax.sharding`
+state and batches carry :class:`~jax.sharding.NamedSharding` from :mod:`probsig_jax.training.sharding`
 and XLA's SPMD partitioner inserts the collectives, so the same step runs unchanged on one
 device and on a many-device (or multi-host) mesh.
 
@@ -11,7 +11,7 @@ device and on a many-device (or multi-host) mesh.
     graphdef, params, rest, p_sh = init_sharded_model(lambda: Qwen2LM(config, rngs=nnx.Rngs(0)), mesh)
     # (or: graphdef, params, rest = split_model(model); p_sh = parameter_shardings(params, mesh);
     #      params = shard_state(params, p_sh))
-    optimizer = make_lm_optimizer(cfg)
+    optimizer = make_lm_optimizer(cfg)        # probsig_jax.training.lm_optimizer
     o_sh = opt_state_shardings(optimizer, params, mesh)
     opt_state = init_opt_state(optimizer, params, o_sh)
     step = make_sharded_train_step(graphdef, optimizer, mesh, p_sh, o_sh, rest=rest,
@@ -21,7 +21,6 @@ device and on a many-device (or multi-host) mesh.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import jax
@@ -30,77 +29,9 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from probsig_jax.losses import next_token_loss
-from probsig_jax.sharding import DEFAULT_RULES, Rules, batch_sharding, parameter_shardings, path_string, replicated
-from probsig_jax.validation import require, require_float, require_int
-
-
-@dataclass(frozen=True)
-class LMTrainConfig:
-    """AdamW with linear warmup, cosine decay and global-norm clipping.
-
-    Attributes:
-      learning_rate: peak learning rate (> 0), reached after ``warmup_steps``.
-      warmup_steps: linear warmup from 0 (>= 0, < total_steps).
-      total_steps: length of the schedule including warmup (>= 1); after it the rate stays at the end value.
-      min_lr_ratio: end value of the cosine decay as a fraction of the peak, in [0, 1].
-      weight_decay: decoupled weight decay (>= 0), applied to matrices only (ndim >= 2), not to
-        biases and norm scales.
-      b1, b2: Adam moment decay rates, in [0, 1).
-      eps: Adam epsilon (> 0).
-      grad_clip_norm: clip the global gradient norm to this (> 0); 0 disables clipping.
-      seed: seed of the parameter initialisation and data order (>= 0).
-    """
-
-    learning_rate: float = 3e-4
-    warmup_steps: int = 100
-    total_steps: int = 10_000
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
-    b1: float = 0.9
-    b2: float = 0.95
-    eps: float = 1e-8
-    grad_clip_norm: float = 1.0
-    seed: int = 0
-
-    def validate(self) -> "LMTrainConfig":
-        require_float(self.learning_rate, "learning_rate", minimum=0.0, strict_minimum=True)
-        require_int(self.total_steps, "total_steps", minimum=1)
-        require_int(self.warmup_steps, "warmup_steps", minimum=0)
-        require(self.warmup_steps < self.total_steps, "warmup_steps",
-                f"must be < total_steps ({self.total_steps}), got {self.warmup_steps}")
-        require_float(self.min_lr_ratio, "min_lr_ratio", minimum=0.0, maximum=1.0)
-        require_float(self.weight_decay, "weight_decay", minimum=0.0)
-        for name in ("b1", "b2"):
-            value = require_float(getattr(self, name), name, minimum=0.0)
-            require(value < 1.0, name, f"must be in [0, 1), got {value:g}")
-        require_float(self.eps, "eps", minimum=0.0, strict_minimum=True)
-        require_float(self.grad_clip_norm, "grad_clip_norm", minimum=0.0)
-        require_int(self.seed, "seed", minimum=0)
-        return self
-
-
-def make_lm_schedule(cfg: LMTrainConfig) -> optax.Schedule:
-    """0 -> ``learning_rate`` linearly over ``warmup_steps``, then cosine to ``min_lr_ratio * learning_rate``."""
-    cfg.validate()
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
-        decay_steps=cfg.total_steps, end_value=cfg.learning_rate * cfg.min_lr_ratio)
-
-
-def decay_mask(params: Any) -> Any:
-    """True for leaves that get weight decay: matrices (ndim >= 2), not biases or norm scales."""
-    return jax.tree_util.tree_map(lambda x: jnp.ndim(x) >= 2, params)
-
-
-def make_lm_optimizer(cfg: LMTrainConfig) -> optax.GradientTransformation:
-    """``optax.chain(clip_by_global_norm, adamw(warmup-cosine schedule))``."""
-    cfg.validate()
-    adamw = optax.adamw(make_lm_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                        weight_decay=cfg.weight_decay, mask=decay_mask)
-    if cfg.grad_clip_norm == 0:
-        return optax.chain(optax.identity(), adamw)  # same state layout with or without clipping
-    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), adamw)
+from probsig_jax.training.losses import next_token_loss
+from probsig_jax.training.sharding import (DEFAULT_RULES, Rules, batch_sharding, parameter_shardings, path_string,
+                                           replicated)
 
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
@@ -190,7 +121,7 @@ def make_sharded_train_step(
     """A jit-compiled ``(params, opt_state, tokens_NxT, mask_NxT) -> (params, opt_state, metrics)``.
 
     ``params`` and ``opt_state`` must be placed in ``param_shardings`` / ``opt_shardings``
-    (:func:`~probsig_jax.sharding.shard_state`, :func:`~probsig_jax.sharding.init_opt_state`) and are
+    (:func:`~probsig_jax.training.sharding.shard_state`, :func:`~probsig_jax.training.sharding.init_opt_state`) and are
     donated (their buffers are reused; do not read the inputs after the call). Token and mask
     batches are (N, T) with N divisible by ``data * fsdp``; they are sharded on entry.
     ``rest`` is the non-trainable state from :func:`split_model` (constant in the step).

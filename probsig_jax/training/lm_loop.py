@@ -1,7 +1,7 @@
 """The language-model training loop: the sharded train step over token windows, evaluation, checkpoints.
 
-:func:`train_language_model` runs :func:`probsig_jax.train_lm.make_sharded_train_step` on the batches of
-:class:`~probsig_jax.lm_data.TokenWindows` (a function of seed and step), evaluates every ``eval_every``
+:func:`train_language_model` runs :func:`probsig_jax.training.sharded_step.make_sharded_train_step` on the
+batches of :class:`~probsig_jax.training.token_windows.TokenWindows` (a function of seed and step), evaluates every ``eval_every``
 steps (held-out loss plus whatever the caller's ``evaluate`` hook measures, e.g. the signature alignment of
 the embeddings), and checkpoints with orbax. Given a ``checkpoint_dir`` that already holds checkpoints of
 the same configuration, it resumes from the newest one and reproduces the uninterrupted run exactly (the
@@ -20,24 +20,26 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from probsig_jax.checkpoints import TrainCheckpointer
-from probsig_jax.lm_data import TokenWindows
-from probsig_jax.losses import next_token_loss
-from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM
+from probsig_jax.config_base import Config
 from probsig_jax.progress import progress_bar
 from probsig_jax.runs import to_jsonable
-from probsig_jax.sharding import batch_sharding, init_opt_state, make_mesh, opt_state_shardings
-from probsig_jax.train_lm import (LMTrainConfig, apply_prefix, init_sharded_model, make_lm_optimizer,
-                                  make_lm_schedule, make_sharded_train_step)
+from probsig_jax.training.checkpoints import TrainCheckpointer
+from probsig_jax.training.divergence import TrainingDiverged
+from probsig_jax.training.lm_optimizer import LMTrainConfig, make_lm_optimizer, make_lm_schedule
+from probsig_jax.training.losses import next_token_loss
+from probsig_jax.training.sharded_step import apply_prefix, init_sharded_model, make_sharded_train_step
+from probsig_jax.training.sharding import batch_sharding, init_opt_state, make_mesh, opt_state_shardings
+from probsig_jax.training.token_windows import TokenWindows
 from probsig_jax.validation import ConfigError, require, require_int
 
 
 @dataclass(frozen=True)
-class LMRunConfig:
+class LMRunConfig(Config):
     """Batches, evaluation and checkpoint cadence of a language-model run (its length is
     ``LMTrainConfig.total_steps``).
 
@@ -57,23 +59,13 @@ class LMRunConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
 
-    def validate(self) -> "LMRunConfig":
+    def _check(self) -> None:
         require_int(self.batch_size, "batch_size", minimum=1)
         require_int(self.seq_len, "seq_len", minimum=2)
         require_int(self.eval_every, "eval_every", minimum=1)
         require_int(self.eval_batches, "eval_batches", minimum=1)
         require_int(self.checkpoint_every, "checkpoint_every", minimum=0)
         require_int(self.keep_checkpoints, "keep_checkpoints", minimum=1)
-        return self
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradient norm became NaN or infinite. ``history`` holds the curve up to that step,
-    ``last_good_step`` the newest checkpoint (``None`` if none was written)."""
-
-    def __init__(self, message: str, history: dict[str, list], last_good_step: int | None):
-        super().__init__(message)
-        self.history, self.last_good_step = history, last_good_step
 
 
 @dataclass
@@ -81,7 +73,7 @@ class LMTrainingResult:
     """What a run produced.
 
     Attributes:
-      model: the trained :class:`Qwen2LM` (final parameters).
+      model: the trained model (final parameters).
       history: per step ``step`` (0-based update index), ``loss`` (training loss before that update),
         ``grad_norm`` and ``lr``.
       evals: one dict per evaluation: ``step`` (updates applied), ``eval_loss`` and the hook's metrics.
@@ -89,54 +81,58 @@ class LMTrainingResult:
       checkpoint_dir: where checkpoints went (``None`` if none).
     """
 
-    model: Qwen2LM
+    model: nnx.Module
     history: dict[str, list] = field(default_factory=dict)
     evals: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None
     checkpoint_dir: Path | None = None
 
 
-def run_fingerprint(model_config: Qwen2Config, train: LMTrainConfig, run: LMRunConfig,
-                    train_tokens: np.ndarray) -> str:
-    """sha256 over the configs and the training tokens: resuming requires an identical fingerprint."""
+def run_fingerprint(run_record: Any, train: LMTrainConfig, run: LMRunConfig, train_tokens: np.ndarray) -> str:
+    """sha256 over ``run_record`` (JSON-able: e.g. the model config), the configs and the training tokens:
+    resuming requires an identical fingerprint."""
     h = hashlib.sha256()
-    h.update(json.dumps(to_jsonable({"model": model_config, "train": train, "run": run}), sort_keys=True).encode())
+    h.update(json.dumps(to_jsonable({"model": run_record, "train": train, "run": run}), sort_keys=True).encode())
     h.update(np.ascontiguousarray(train_tokens).tobytes())
     return h.hexdigest()
 
 
 def train_language_model(
-    model_config: Qwen2Config,
+    make_model: Callable[[nnx.Rngs], nnx.Module],
     train: LMTrainConfig,
     run: LMRunConfig,
     train_windows: TokenWindows,
     eval_windows: TokenWindows | None = None,
     *,
+    run_record: Any = None,
     checkpoint_dir: str | Path | None = None,
-    evaluate: Callable[[int, Qwen2LM], dict[str, Any]] | None = None,
+    evaluate: Callable[[int, nnx.Module], dict[str, Any]] | None = None,
     mesh: Mesh | None = None,
     init_on_host: bool = False,
     quiet: bool = False,
 ) -> LMTrainingResult:
-    """Train ``Qwen2LM(model_config)`` from its seed-``train.seed`` initialisation for ``train.total_steps``.
+    """Train ``make_model(nnx.Rngs(train.seed))`` for ``train.total_steps`` steps of next-token prediction.
 
+    ``make_model`` builds any NNX module mapping token ids (N, T) to logits (N, T, V), e.g.
+    ``lambda rngs: Qwen2LM(config, rngs=rngs)``. ``run_record`` (JSON-able, e.g. the model config) describes
+    whatever else determines the run; it enters the resume fingerprint with the configs and the tokens.
     ``evaluate(step, model)`` is called at every evaluation with the current model and returns JSON-able
     metrics (host values). ``checkpoint_dir``: see the module docstring; an existing checkpoint of another
     configuration is an error (``ConfigError`` on ``checkpoint_dir``). Raises :class:`TrainingDiverged` on a
     non-finite loss. ``init_on_host``: build the initial weights on the host CPU instead of jit-compiling
-    the initialiser (see :func:`~probsig_jax.train_lm.init_sharded_model`).
+    the initialiser (see :func:`~probsig_jax.training.sharded_step.init_sharded_model`).
     """
     train, run = train.validate(), run.validate()
-    model_config = model_config.validate()
     require(train_windows.seq_len == run.seq_len, "seq_len",
             f"train_windows use {train_windows.seq_len}, the run config {run.seq_len}")
-    max_id = int(train_windows.tokens.max())
-    require(max_id < model_config.vocab_size, "vocab_size",
-            f"must exceed the largest token id in the training stream ({max_id}), got {model_config.vocab_size}")
     mesh = mesh if mesh is not None else make_mesh(data=1, devices=jax.devices()[:1])
 
-    graphdef, params, rest, p_sh = init_sharded_model(lambda: Qwen2LM(model_config, rngs=nnx.Rngs(train.seed)), mesh,
+    graphdef, params, rest, p_sh = init_sharded_model(lambda: make_model(nnx.Rngs(train.seed)), mesh,
                                                       on_host=init_on_host)
+    logits_shape = jax.eval_shape(lambda p: nnx.merge(graphdef, p, rest)(jnp.zeros((1, 2), jnp.int32)), params).shape
+    max_id = int(train_windows.tokens.max())
+    require(max_id < logits_shape[-1], "vocab_size",
+            f"must exceed the largest token id in the training stream ({max_id}), got {logits_shape[-1]}")
     optimizer = make_lm_optimizer(train)
     o_sh = opt_state_shardings(optimizer, params, mesh)
     opt_state = init_opt_state(optimizer, params, o_sh)
@@ -150,7 +146,7 @@ def train_language_model(
         return next_token_loss(apply_prefix(model, tokens_NxT, None), tokens_NxT)
 
     eval_sets = eval_windows.eval_batches(run.eval_batches, run.batch_size) if eval_windows is not None else []
-    fingerprint = run_fingerprint(model_config, train, run, train_windows.tokens)
+    fingerprint = run_fingerprint(run_record, train, run, train_windows.tokens)
     history: dict[str, list] = {"step": [], "loss": [], "grad_norm": [], "lr": []}
     evals: list[dict[str, Any]] = []
     start, resumed_from = 0, None

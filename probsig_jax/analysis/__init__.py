@@ -1,0 +1,34 @@
+"""Analysis: alignment metrics, the one alignment pipeline, trajectory comparisons, geometry and plots.
+
+==================  ===============================================================================
+module              what it holds
+==================  ===============================================================================
+``metrics``         Pearson / Spearman of off-diagonal pairs, top-k neighbour overlap, strong- and
+                    weak-pair precision, ``alignment_metrics`` (host-side numpy on (n, n) matrices)
+``alignment``       ``AlignmentConfig``, ``TokenSet``, ``Comparison``, ``compare``,
+                    ``AlignmentTracker`` (the metrics-over-training hook), ``strong_pair_finding``
+``trajectories``    relative errors between weight trajectories, growth, singular values of ``U E``
+``geometry``        ``pca_projection`` (fixed basis), ``cluster_order`` (heatmap order)
+``plots``           plot functions drawing into a given ``Axes`` and the atomic ``save``
+==================  ===============================================================================
+
+Names are imported on first use (``plots`` pulls in matplotlib only when asked for).
+"""
+
+from probsig_jax._lazy import lazy_exports
+
+_METRICS = ("cosine_similarity_matrix", "offdiagonal", "pearson", "spearman", "topk_neighbour_overlap",
+            "strong_pair_precision", "weak_pair_precision", "strong_pair_correlation", "alignment_metrics")
+_ALIGNMENT = ("AlignmentConfig", "AlignmentTracker", "Comparison", "TokenSet", "alignment_series", "compare",
+              "compare_one", "similarity_from_gram", "strong_pair_finding", "weight_similarities")
+_EXPORTS = {
+    **{name: "probsig_jax.analysis.metrics" for name in _METRICS},
+    **{name: "probsig_jax.analysis.alignment" for name in _ALIGNMENT},
+    **{name: "probsig_jax.analysis.trajectories" for name in
+       ("relative_error", "joint_relative_error", "norm_growth", "last_index_within", "product_singular_values")},
+    "pca_projection": "probsig_jax.analysis.geometry",
+    "cluster_order": "probsig_jax.analysis.geometry",
+    "plots": "probsig_jax.analysis.plots",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,205 @@
+"""The one alignment pipeline of every experiment: weights vs signatures over token sets (PAPER section 7).
+
+Conventions, the same for the toy tasks and for language models:
+
+* **weights are token rows**: a ``(V, H)`` matrix whose row ``i`` is token ``i``'s vector (a language
+  model's input embeddings ``W_E`` and unembeddings ``W_U``; the linear model's ``(d, F)`` embedding turned
+  into rows by :func:`probsig_jax.models.linear.token_rows`);
+* a :class:`TokenSet` names the tokens compared (``ids`` index the weight rows);
+* **targets** are ``(n, n)`` similarity matrices of a token set computed from the data alone (signature
+  similarities, the theory's prediction);
+* a :class:`Comparison` ``(name, a, b)`` compares two matrices by name, ``a`` and ``b`` each a weight
+  similarity or a target; :func:`compare` returns the :func:`~probsig_jax.analysis.metrics.alignment_metrics`
+  of each, with the weak-pair precision and the chance level;
+* :class:`AlignmentTracker` is the metrics-over-training hook: call it with a step and the current weights;
+  it keeps the nested ``{token set: {comparison: metrics}}`` records (JSON-able, so a resumed run keeps them).
+
+:class:`AlignmentConfig` holds the settings every experiment shares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple, Sequence
+
+import numpy as np
+
+from probsig_jax.analysis.metrics import alignment_metrics, cosine_similarity_matrix, weak_pair_precision
+from probsig_jax.config_base import Config
+from probsig_jax.validation import require, require_float, require_int
+
+SIMILARITY_KINDS = ("cosine_M", "cosine_Q", "hellinger_Q", "js_Q")
+TOKEN_SET_KINDS = ("keys", "top", "digits")
+MIN_STRONG_PAIRS = 5
+
+
+@dataclass(frozen=True)
+class AlignmentConfig(Config):
+    """How weight similarity is compared with signature similarity.
+
+    Attributes:
+      similarity: signature similarity: cosine_M (cosine of the centred, frequency-weighted columns / rows of
+        M: what the linear theory predicts), cosine_Q (cosine of the conditional distributions: Q_s =
+        phi_next on the input side, R_y = phi_pre on the output side), hellinger_Q or js_Q (Hellinger /
+        Jensen-Shannon similarity of the conditionals).
+      topk: k of the top-k nearest-neighbour overlap.
+      strong_pair_percent: q: strong (weak) pairs are the top (bottom) q percent by signature similarity.
+      token_sets: the token sets compared: keys (composite addition tasks: the key tokens seen in training),
+        top (the top_tokens most frequent tokens of a corpus), digits (the tokens 0..9).
+      top_tokens: size of the top-frequency token set (the end-of-text token excluded).
+      token_list: an extra token set (corpora): strings that are single tokens (others are skipped).
+    """
+
+    similarity: Literal["cosine_M", "cosine_Q", "hellinger_Q", "js_Q"] = "cosine_M"
+    topk: int = 5
+    strong_pair_percent: float = 10.0
+    token_sets: tuple[str, ...] = ("keys",)
+    top_tokens: int = 100
+    token_list: tuple[str, ...] = ()
+
+    def _check(self) -> None:
+        require(self.similarity in SIMILARITY_KINDS, "similarity",
+                f"must be one of {', '.join(SIMILARITY_KINDS)}, got {self.similarity!r}")
+        require_int(self.topk, "topk", minimum=1)
+        require_float(self.strong_pair_percent, "strong_pair_percent", minimum=0.0, maximum=50.0,
+                      strict_minimum=True)
+        require(len(self.token_sets) >= 1 or self.token_list, "token_sets", "name at least one token set")
+        for kind in self.token_sets:
+            require(kind in TOKEN_SET_KINDS, "token_sets", f"must be among {', '.join(TOKEN_SET_KINDS)}, got {kind!r}")
+        require(len(set(self.token_sets)) == len(self.token_sets), "token_sets", f"has repeats: {self.token_sets}")
+        require_int(self.top_tokens, "top_tokens", minimum=3, maximum=5000)
+
+    def require_supported(self, token_sets: Sequence[str], similarities: Sequence[str] = SIMILARITY_KINDS,
+                          token_list: bool = True) -> None:
+        """Raise ConfigError unless every chosen token set / similarity is one this experiment supports."""
+        for kind in self.token_sets:
+            require(kind in token_sets, "token_sets", f"this experiment supports {', '.join(token_sets)}, got {kind!r}")
+        require(self.similarity in similarities, "similarity",
+                f"this experiment supports {', '.join(similarities)}, got {self.similarity!r}")
+        require(token_list or not self.token_list, "token_list", "is not supported by this experiment")
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """Tokens compared together.
+
+    Attributes:
+      name: e.g. ``keys``, ``top``, ``digits``, ``list``.
+      ids: (n,) row ids in the weights (the model's ids: compact ids after vocabulary compaction).
+      labels: (n,) readable token strings (plot labels).
+      tokenizer_ids: (n,) the tokenizer's ids, when a tokenizer is involved (else ``None``).
+    """
+
+    name: str
+    ids: np.ndarray
+    labels: tuple[str, ...]
+    tokenizer_ids: np.ndarray | None = None
+
+    def reordered(self, order: np.ndarray) -> "TokenSet":
+        order = np.asarray(order)
+        return TokenSet(self.name, np.asarray(self.ids)[order], tuple(self.labels[i] for i in order),
+                        None if self.tokenizer_ids is None else np.asarray(self.tokenizer_ids)[order])
+
+
+class Comparison(NamedTuple):
+    """``name``: compare matrix ``a`` with matrix ``b`` (weight-similarity or target names; ``b`` plays the
+    role of the signature: strong / weak pairs are chosen by it)."""
+
+    name: str
+    a: str
+    b: str
+
+
+def weight_similarities(weights: dict[str, Any], token_set: TokenSet) -> dict[str, np.ndarray]:
+    """``name -> (n, n)`` cosine similarity of the set's rows of each ``(V, H)`` weight matrix (float64)."""
+    ids = np.asarray(token_set.ids)
+    return {name: cosine_similarity_matrix(np.asarray(W, dtype=np.float64)[ids]) for name, W in weights.items()}
+
+
+def similarity_from_gram(gram_VxV: Any, ids: Any) -> np.ndarray:
+    """(n, n) cosine similarity of the token vectors whose Gram matrix (over token rows) is ``gram_VxV``."""
+    ids = np.asarray(ids)
+    inner = np.asarray(gram_VxV)[np.ix_(ids, ids)]
+    norms = np.sqrt(np.clip(np.diag(inner), 0, None))
+    outer = np.outer(norms, norms)
+    return np.divide(inner, outer, out=np.zeros_like(inner), where=outer > 0)
+
+
+def compare_one(S_a: np.ndarray, S_b: np.ndarray, config: AlignmentConfig) -> dict[str, float]:
+    """:func:`alignment_metrics` of ``S_a`` against ``S_b`` plus the weak-pair precision and the chance
+    level ``q / 100`` of the strong- and weak-pair precisions."""
+    k, q = config.topk, config.strong_pair_percent
+    metrics = alignment_metrics(S_a, S_b, k=k, q=q)
+    metrics["weak_pair_precision"] = weak_pair_precision(S_a, S_b, q)
+    metrics["chance_precision"] = q / 100.0
+    return metrics
+
+
+def compare(matrices: dict[str, np.ndarray], comparisons: Sequence[Comparison], config: AlignmentConfig
+            ) -> dict[str, dict[str, float]]:
+    """``comparison name -> metrics`` for the comparisons whose matrices are all in ``matrices``."""
+    return {c.name: compare_one(matrices[c.a], matrices[c.b], config) for c in comparisons
+            if c.a in matrices and c.b in matrices}
+
+
+def strong_pair_finding(metrics: dict[str, float]) -> dict[str, Any]:
+    """PAPER section 7's qualitative result, tested: is agreement stronger on the strongest signature pairs?
+
+    Strong-pair precision (top q %) against the weak-pair precision (bottom q %) and the chance level of one
+    comparison's metrics (:func:`compare_one`). ``holds`` is True when the strong-pair precision beats both,
+    and ``None`` when the top q % holds fewer than ``MIN_STRONG_PAIRS`` pairs (e.g. 45 digit pairs at 5 %)."""
+    n = metrics["num_tokens"]
+    pairs = max(1, round(metrics["q"] / 100.0 * n * (n - 1) / 2))
+    finding = {"strong_pair_precision": metrics["strong_pair_precision"],
+               "weak_pair_precision": metrics["weak_pair_precision"],
+               "chance_precision": metrics["chance_precision"], "pairs_compared": int(pairs)}
+    if pairs < MIN_STRONG_PAIRS:
+        return finding | {"holds": None, "statement": f"too few pairs ({pairs}) in the top q % for the strong-pair test"}
+    holds = metrics["strong_pair_precision"] > max(metrics["weak_pair_precision"], metrics["chance_precision"])
+    return finding | {"holds": bool(holds),
+                      "statement": ("agreement is stronger on the strongly similar pairs" if holds else
+                                    "agreement is NOT stronger on the strongly similar pairs in this run")}
+
+
+@dataclass
+class AlignmentTracker:
+    """The metrics-over-training hook shared by every experiment and the notebooks.
+
+    Attributes:
+      token_sets: the sets compared.
+      targets: set name -> target name -> (n, n) matrix.
+      comparisons: what to measure at each call (weights vs targets).
+      config: the metric settings.
+      history: one record per call: ``{"step": step, "alignment": {set: {comparison: metrics}}}``.
+    """
+
+    token_sets: Sequence[TokenSet]
+    targets: dict[str, dict[str, np.ndarray]]
+    comparisons: Sequence[Comparison]
+    config: AlignmentConfig
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def measure(self, weights: dict[str, Any], comparisons: Sequence[Comparison] | None = None
+                ) -> dict[str, dict[str, dict[str, float]]]:
+        """``{set: {comparison: metrics}}`` of ``weights`` (name -> (V, H) rows); nothing is recorded."""
+        comparisons = self.comparisons if comparisons is None else comparisons
+        return {s.name: compare({**weight_similarities(weights, s), **self.targets[s.name]}, comparisons, self.config)
+                for s in self.token_sets}
+
+    def __call__(self, step: float, weights: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+        """Measure ``weights`` at ``step`` (a step count or a flow time) and record it."""
+        alignment = self.measure(weights)
+        self.history.append({"step": step, "alignment": alignment})
+        return alignment
+
+
+def alignment_series(history: Sequence[dict[str, Any]], token_set: str, comparison: str
+                     ) -> dict[str, list[float]]:
+    """``{"step": [...], metric: [...]}`` of one comparison over the records of :class:`AlignmentTracker`
+    (or of evaluation records holding an ``"alignment"`` entry)."""
+    rows = [(r["step"], r["alignment"][token_set][comparison]) for r in history
+            if comparison in r.get("alignment", {}).get(token_set, {})]
+    out: dict[str, list[float]] = {"step": [s for s, _ in rows]}
+    for name in (rows[0][1] if rows else {}):
+        out[name] = [m[name] for _, m in rows]
+    return out

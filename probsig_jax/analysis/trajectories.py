@@ -1,0 +1,40 @@
+"""Comparisons of weight trajectories (stacked ``(T, ...)`` arrays recorded over training or from the theory)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["relative_error", "joint_relative_error", "norm_growth", "last_index_within", "product_singular_values"]
+
+
+def _flat_norms(x_T) -> np.ndarray:
+    x = np.asarray(x_T)
+    return np.linalg.norm(x.reshape(len(x), -1), axis=1)
+
+
+def relative_error(x_T: np.ndarray, ref_T: np.ndarray) -> np.ndarray:
+    """(T,) ``||x(t) - ref(t)||_F / ||ref(t)||_F``."""
+    return _flat_norms(np.asarray(x_T) - np.asarray(ref_T)) / _flat_norms(ref_T)
+
+
+def joint_relative_error(E_T, U_T, E_ref, U_ref) -> np.ndarray:
+    """(T,) relative error of the concatenated parameters (E, U)."""
+    num = _flat_norms(np.asarray(E_T) - np.asarray(E_ref)) ** 2 + _flat_norms(np.asarray(U_T) - np.asarray(U_ref)) ** 2
+    den = _flat_norms(E_ref) ** 2 + _flat_norms(U_ref) ** 2
+    return np.sqrt(num / den)
+
+
+def norm_growth(E_T: np.ndarray, E0: np.ndarray) -> np.ndarray:
+    """(T,) ``||E(t)||_F / ||E(0)||_F``: how far the weights have grown from their initialisation."""
+    return _flat_norms(E_T) / np.linalg.norm(np.asarray(E0))
+
+
+def last_index_within(growth_T: np.ndarray, factor: float) -> int:
+    """The last record index whose growth is ``<= factor`` (0 if none)."""
+    within = np.nonzero(np.asarray(growth_T) <= factor)[0]
+    return int(within[-1]) if len(within) else 0
+
+
+def product_singular_values(E_T: np.ndarray, U_T: np.ndarray, k: int = 8) -> np.ndarray:
+    """(T, k) leading singular values of the logit map ``U(t) E(t)`` (E (T, d, F), U (T, V, d))."""
+    return np.stack([np.linalg.svd(U @ E, compute_uv=False)[:k] for E, U in zip(np.asarray(E_T), np.asarray(U_T))])
