@@ -21,15 +21,14 @@ import numpy as np
 from flax import nnx
 
 from probsig_jax.analysis import plots
-from probsig_jax.analysis.alignment import (AlignmentConfig, AlignmentTracker, Comparison, alignment_series,
-                                            weight_similarities)
+from probsig_jax.analysis.alignment import AlignmentConfig, AlignmentTracker, Comparison, alignment_series
 from probsig_jax.analysis.geometry import pca_projection
 from probsig_jax.analysis.metrics import offdiagonal
 from probsig_jax.config_base import Config
 from probsig_jax.data import CompositeAdditionConfig, Dataset, TaskData
 from probsig_jax.experiments import Experiment
-from probsig_jax.experiments.toy_tasks import (ALIGNMENT_OPTIONS_UNUSED, TOY_ALIGNMENT, Preset, TaskSignatures,
-                                               check_toy_alignment, resolve_data, task_signatures)
+from probsig_jax.experiments.toy_tasks import (ALIGNMENT_OPTIONS_UNUSED, TOY_ALIGNMENT, Preset, TaskResultView,
+                                               TaskSignatures, check_toy_alignment, resolve_data, task_signatures)
 from probsig_jax.models.ffn import ACTIVATIONS, FeedForwardModel
 from probsig_jax.models.linear import LinearEmbeddingModel
 from probsig_jax.numerics import numerics
@@ -109,27 +108,11 @@ class ModelRun:
 
 
 @dataclass
-class FFNResult:
+class FFNResult(TaskResultView):
     config: FFNExperimentConfig
     signatures: TaskSignatures
     runs: list[ModelRun]
     metrics: dict[str, Any]
-
-    @property
-    def task(self) -> TaskData:
-        return self.signatures.task
-
-    @property
-    def keys(self) -> np.ndarray:
-        return self.signatures.keys.ids
-
-    @property
-    def signature_sim(self) -> np.ndarray:
-        return self.signatures.signature_sim
-
-    def key_similarity(self, E_DxV: np.ndarray) -> np.ndarray:
-        """(n, n) cosine similarity of the key embeddings of one (d, V) embedding."""
-        return weight_similarities({"embedding": np.asarray(E_DxV).T}, self.signatures.keys)["embedding"]
 
 
 def _accuracy_fn(data: Dataset):

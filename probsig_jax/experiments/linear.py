@@ -18,7 +18,7 @@ from flax import nnx
 
 from probsig_jax.analysis import plots
 from probsig_jax.analysis.alignment import AlignmentConfig, AlignmentTracker, Comparison, alignment_series, compare
-from probsig_jax.analysis.alignment import similarity_from_gram, weight_similarities
+from probsig_jax.analysis.alignment import similarity_from_gram
 from probsig_jax.analysis.geometry import pca_projection
 from probsig_jax.analysis.metrics import offdiagonal
 from probsig_jax.analysis.trajectories import (joint_relative_error, last_index_within, norm_growth,
@@ -26,8 +26,8 @@ from probsig_jax.analysis.trajectories import (joint_relative_error, last_index_
 from probsig_jax.config_base import Config
 from probsig_jax.data import CompositeAdditionConfig, TaskData
 from probsig_jax.experiments import Experiment
-from probsig_jax.experiments.toy_tasks import (ALIGNMENT_OPTIONS_UNUSED, TOY_ALIGNMENT, Preset, TaskSignatures,
-                                               check_toy_alignment, resolve_data, task_signatures)
+from probsig_jax.experiments.toy_tasks import (ALIGNMENT_OPTIONS_UNUSED, TOY_ALIGNMENT, Preset, TaskResultView,
+                                               TaskSignatures, check_toy_alignment, resolve_data, task_signatures)
 from probsig_jax.models.linear import LinearEmbeddingModel, token_gram, token_rows
 from probsig_jax.numerics import numerics
 from probsig_jax.theory import linear as theory
@@ -101,7 +101,7 @@ THEORY_VS_SIGNATURE = Comparison("theory_vs_signature", "theory", "signature")
 
 
 @dataclass
-class LinearTheoryResult:
+class LinearTheoryResult(TaskResultView):
     """Everything E1 computed. Trajectories are (T, ...) at ``times``."""
 
     config: LinearExperimentConfig
@@ -115,28 +115,6 @@ class LinearTheoryResult:
     alignment_index: int
     theory_sim: np.ndarray           # (n, n) key similarity of the expected Gram at the alignment time
     metrics: dict[str, Any]
-
-    @property
-    def task(self) -> TaskData:
-        return self.signatures.task
-
-    @property
-    def keys(self) -> np.ndarray:
-        return self.signatures.keys.ids
-
-    @property
-    def M(self) -> np.ndarray:
-        return self.signatures.M
-
-    @property
-    def signature_sim(self) -> np.ndarray:
-        return self.signatures.signature_sim
-
-    def key_similarity(self, E_DxF: np.ndarray) -> np.ndarray:
-        """(n, n) cosine similarity of the key embeddings of one (d, F) embedding."""
-        cfg = self.config
-        rows = token_rows(np.asarray(E_DxF), self.task.train.vocab_size, cfg.positional)
-        return weight_similarities({"embedding": rows}, self.signatures.keys)["embedding"]
 
 
 def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False, task: TaskData | None = None

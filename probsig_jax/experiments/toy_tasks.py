@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 
-from probsig_jax.analysis.alignment import AlignmentConfig, TokenSet
+from probsig_jax.analysis.alignment import AlignmentConfig, TokenSet, weight_similarities
 from probsig_jax.analysis.metrics import cosine_similarity_matrix
 from probsig_jax.data import PRESETS, CompositeAdditionConfig, TaskData, make_composite_addition
 from probsig_jax.models.linear import token_rows
@@ -75,3 +75,31 @@ def task_signatures(data_config: CompositeAdditionConfig, similarity: str, posit
     else:
         S_sig = similarity_by_name(similarity, data, False)[np.ix_(keys, keys)]
     return TaskSignatures(task, TokenSet("keys", keys, tuple(str(k) for k in keys)), M, S_sig)
+
+
+class TaskResultView:
+    """The task, keys and signatures of an experiment result that holds ``signatures`` (a
+    :class:`TaskSignatures`) and ``config`` (with ``positional``, default False)."""
+
+    signatures: TaskSignatures
+
+    @property
+    def task(self) -> TaskData:
+        return self.signatures.task
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self.signatures.keys.ids
+
+    @property
+    def M(self) -> np.ndarray:
+        return self.signatures.M
+
+    @property
+    def signature_sim(self) -> np.ndarray:
+        return self.signatures.signature_sim
+
+    def key_similarity(self, E_DxF: np.ndarray) -> np.ndarray:
+        """(n, n) cosine similarity of the key embeddings of one (d, F) embedding."""
+        rows = token_rows(np.asarray(E_DxF), self.task.train.vocab_size, getattr(self.config, "positional", False))
+        return weight_similarities({"embedding": rows}, self.signatures.keys)["embedding"]
