@@ -18,11 +18,16 @@ import tempfile
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from probsig_jax.validation import ConfigError
+from probsig_jax.validation import ConfigError, require
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs are not locked
+    fcntl = None
 
 TRACKED_PACKAGES = ("probsig-jax", "jax", "jaxlib", "flax", "optax", "diffrax", "numpy", "scipy", "sympy",
                     "matplotlib", "tqdm")
@@ -138,20 +143,71 @@ def default_run_dir(root: str | Path = "runs") -> Path:
     return path
 
 
-@contextmanager
-def atomic_run_dir(out: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``out`` only if the block finishes without error."""
-    out = Path(out)
-    if out.exists():
-        raise ConfigError("out", f"{out} already exists; choose a new directory (results are never overwritten)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+def ensure_directory(path: str | Path, field: str) -> Path:
+    """``path`` as an existing directory (created with its parents), or a ConfigError naming ``field`` and
+    what is wrong (a file in the way, no permission, a read-only or virtual file system)."""
+    path = Path(path)
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    os.replace(tmp, out)
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".probsig-write-test-")
+        probe.close()
+    except FileExistsError:
+        raise ConfigError(field, f"{path} exists and is not a directory") from None
+    except OSError as err:
+        raise ConfigError(field, f"cannot write to directory {path}: {err.strerror or err}") from None
+    return path
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run directory ``out`` (a ``.<name>.lock`` file beside it), so two runs
+    never write the same ``out`` (or its work directory); a second run gets a ConfigError on ``out``. The lock
+    dies with its process (``flock``), so a killed run never blocks the next one."""
+    lock_path = out.with_name(f".{out.name}.lock")
+    handle = open(lock_path, "a+")
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError("out", f"another run is writing to {out} right now; wait for it to finish or "
+                                         "choose another --out") from None
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)        # still ours: remove it before releasing the lock
+    finally:
+        handle.close()
+
+
+def _remove_partials(out: Path) -> None:
+    """Remove the hidden partial directories of earlier runs into ``out`` (killed ones leave them; under the
+    run lock no live run owns one)."""
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextmanager
+def atomic_run_dir(out: str | Path, *, after_complete: Callable[[], None] | None = None) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``out`` only if the block finishes without error.
+
+    ``out`` is locked for the whole run (:func:`run_lock`); partial directories left by killed runs into it
+    are removed first; ``after_complete`` runs once ``out`` is in place, still under the lock (e.g. removing
+    the run's work directory)."""
+    require(str(out).strip() not in ("", "."), "out", f"must name a new directory, got {str(out)!r}")
+    out = Path(out)
+    ensure_directory(out.parent, "out")
+    with run_lock(out):
+        if out.exists():
+            raise ConfigError("out", f"{out} already exists; choose a new directory (results are never overwritten)")
+        _remove_partials(out)
+        tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+        tmp.mkdir()
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        os.replace(tmp, out)
+        if after_complete is not None:
+            after_complete()

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -33,6 +36,8 @@ from probsig_jax.validation import ConfigError
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130      # 128 + SIGINT
+EXIT_TERMINATED = 143       # 128 + SIGTERM
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -71,7 +76,8 @@ def config_from_args(command: str, args: argparse.Namespace, options: list[Optio
 
 
 def _attach_negative_numbers(argv: list[str]) -> list[str]:
-    """``--opt -1e-3`` -> ``--opt=-1e-3``: argparse would read a negative number in exponent form as an option."""
+    """``--opt -1e-3`` -> ``--opt=-1e-3``: argparse would read a negative number in exponent form (or a list
+    starting with one) as an option."""
     out: list[str] = []
     for token in argv:
         if out and out[-1].startswith("--") and "=" not in out[-1] and token.startswith("-") and _is_number(token):
@@ -82,8 +88,9 @@ def _attach_negative_numbers(argv: list[str]) -> list[str]:
 
 
 def _is_number(text: str) -> bool:
+    """A number or a comma-separated list of numbers (``-1e-3``, ``-1,1,1,1``)."""
     try:
-        float(text)
+        [float(part) for part in text.split(",")]
     except ValueError:
         return False
     return True
@@ -107,6 +114,14 @@ def _command_of(argv: list[str]) -> str:
     return DEFAULT_EXPERIMENT
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``timeout`` and job schedulers send), handled like Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from probsig_jax.training.divergence import TrainingDiverged
 
@@ -118,20 +133,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = [command, *argv]
     parser, options = build_parser([command])
     args = parser.parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
-        from probsig_jax.experiments.runner import run_experiment
+        with warnings.catch_warnings():       # a warning is one line on stderr, like an error
+            warnings.showwarning = lambda message, category, *a, **k: print(
+                f"{parser.prog} {command}: warning: {message}", file=sys.stderr)
+            from probsig_jax.experiments.runner import run_experiment
 
-        config = config_from_args(command, args, options[command])
-        run_experiment(command, config, out=args.out, quiet=args.quiet)
+            config = config_from_args(command, args, options[command])
+            run_experiment(command, config, out=args.out, quiet=args.quiet)
     except ConfigError as err:
         print(f"{parser.prog} {command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as err:
         print(f"{parser.prog} {command}: {err}; nothing was written to --out", file=sys.stderr)
         return EXIT_DIVERGED
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, _Terminated)
+        print(f"{parser.prog}: {'terminated' if terminated else 'interrupted'}; nothing was written to --out "
+              "(the same command resumes from the run's work directory where it has one)", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

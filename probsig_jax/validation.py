@@ -28,8 +28,8 @@ def renamed_field(prefix: str) -> Iterator[None]:
     try:
         yield
     except ConfigError as err:
-        if not prefix:
-            raise
+        if not prefix or err.field == prefix.rstrip("_") or err.field.startswith(prefix):
+            raise                          # already names the option (no corpus_corpus)
         raise ConfigError(prefix + err.field, err.message) from None
 
 
@@ -49,6 +49,19 @@ def require_int(value: Any, field: str, *, minimum: int | None = None, maximum: 
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise ConfigError(field, f"must be an integer in [{lo}, {hi}], got {value}")
     return value
+
+
+MAX_STEPS = 10**8
+"""The most optimisation steps a run may ask for (days of compute for the smallest step; a larger number is
+a typo, not a plan)."""
+
+MAX_SEED = 2**32 - 1
+"""Seeds are 32-bit: what ``jax.random.key``, ``nnx.Rngs`` and numpy all accept."""
+
+
+def require_seed(value: Any, field: str = "seed") -> int:
+    """Check that ``value`` is an integer seed in ``[0, 2**32 - 1]`` and return it."""
+    return require_int(value, field, minimum=0, maximum=MAX_SEED)
 
 
 def require_float(

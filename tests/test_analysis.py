@@ -238,13 +238,15 @@ def test_strong_pair_correlation_hand_made():
     assert np.isnan(strong_pair_correlation(S_emb, S_sig, 1.0))
 
 
-def test_alignment_metrics_clips_k():
+def test_alignment_metrics_refuses_a_trivial_k():
+    """k >= n - 1 would make every neighbourhood all the other tokens: top-k overlap trivially 1, refused."""
     S_emb, S_sig = _hand_made_4x4()
-    m = alignment_metrics(S_emb, S_sig, k=5, q=50.0)
-    assert m["k"] == 3
-    assert m["topk_overlap"] == pytest.approx(1.0)
+    for k in (3, 5):
+        with pytest.raises(ConfigError, match="k: must be <= n - 2 = 2 for 4 tokens"):
+            alignment_metrics(S_emb, S_sig, k=k, q=50.0)
+    m = alignment_metrics(S_emb, S_sig, k=2, q=50.0)
+    assert m["k"] == 2 and m["num_tokens"] == 4
     assert m["strong_pair_precision"] == pytest.approx(2 / 3)
-    assert m["num_tokens"] == 4
 
 
 # ---------------------------------------------------------------------------

@@ -267,7 +267,7 @@ def test_shards_reused_without_tokenizing(qwen, tmp_path, monkeypatch):
         raise AssertionError("re-tokenized")
 
     monkeypatch.setattr(qwen, "encode_arrays", boom)
-    again = tokenize_corpus(config, qwen, tmp_path / "cache", shard_tokens=200, quiet=True, verify=True)
+    again = tokenize_corpus(config, qwen, tmp_path / "cache", shard_tokens=200, quiet=True)
     assert again.directory == first.directory and again.manifest == first.manifest
     assert [p.stat().st_mtime_ns for p in again.paths] == mtimes
     with pytest.raises(CorpusError, match="strict=True but this corpus has 1 malformed"):
@@ -286,10 +286,27 @@ def test_shards_rebuilt_when_corrupt(qwen, tmp_path):
     first.paths[1].write_bytes(first.paths[1].read_bytes()[:-4])
     with pytest.raises(CorpusError, match="has .* bytes, expected"):
         open_shards(first.directory)
-    with pytest.warns(RuntimeWarning, match="re-tokenizing: corpus: incomplete shard directory"):
+    with pytest.warns(RuntimeWarning, match="cache is damaged, re-tokenizing the corpus: incomplete shard directory"):
         rebuilt = tokenize_corpus(config, qwen, tmp_path / "cache", shard_tokens=200, quiet=True)
     assert open_shards(rebuilt.directory, verify=True).num_tokens == expected.size
     assert np.array_equal(rebuilt.tokens(), expected)
+
+
+def test_same_size_shard_corruption_is_detected_and_repaired(qwen, tmp_path):
+    """Swapping two token ids keeps every file size: only the content hash can tell, and the reuse checks it."""
+    config = CorpusConfig(source=str(_many_docs(tmp_path)))
+    first = tokenize_corpus(config, qwen, tmp_path / "cache", shard_tokens=200, quiet=True)
+    expected = first.tokens().copy()
+    data = np.fromfile(first.paths[0], dtype=np.uint32)
+    i, j = 3, 7
+    assert data[i] != data[j]
+    data[[i, j]] = data[[j, i]]
+    data.tofile(first.paths[0])
+    assert open_shards(first.directory).num_tokens == expected.size       # sizes alone look fine
+    with pytest.warns(RuntimeWarning, match="does not match its recorded sha256"):
+        rebuilt = tokenize_corpus(config, qwen, tmp_path / "cache", shard_tokens=200, quiet=True)
+    assert np.array_equal(rebuilt.tokens(), expected)
+    assert open_shards(rebuilt.directory, verify=True).num_tokens == expected.size
 
 
 def test_resume_after_interruption(qwen, tmp_path, monkeypatch):
@@ -389,3 +406,32 @@ def test_tokenize_bad_arguments(qwen, tmp_path):
     with pytest.raises(CorpusError, match="no manifest.json"):
         open_shards(tmp_path)
     assert not any(name.startswith("corpus-") for name in os.listdir(tmp_path))
+
+
+def _multi_frame_zst(path, n_lines=400, per_frame=100):
+    lines = [_pile_line(f"document number {i} " + "word " * 20, "Github") for i in range(n_lines)]
+    c = zstandard.ZstdCompressor()
+    frames = [c.compress(b"\n".join(lines[k:k + per_frame]) + b"\n") for k in range(0, n_lines, per_frame)]
+    path.write_bytes(b"".join(frames))
+    return frames
+
+
+def test_truncated_multi_frame_zst_is_reported_not_read_as_a_shorter_corpus(tmp_path):
+    path = tmp_path / "00.jsonl.zst"
+    frames = _multi_frame_zst(path)
+    assert len(list(read_pile(path))) == 400                                    # intact: every line
+    cut = sum(len(f) for f in frames[:3]) + len(frames[3]) // 2                 # halfway through frame 4
+    path.write_bytes(path.read_bytes()[:cut])
+    stats = ReadStats()
+    docs = list(read_pile(path, stats=stats))
+    assert 300 <= len(docs) < 400 and all(d.startswith("document number") for d in docs)
+    assert stats.malformed == {"truncated": 1} and str(path) in stats.examples[0]
+    with pytest.raises(CorpusError, match=r"00\.jsonl\.zst: truncated: the zstd stream ends inside a frame"):
+        list(read_pile(path, strict=True))
+    # a single-frame file cut short: truncated too (not an invalid_json somewhere)
+    single = tmp_path / "one.jsonl.zst"
+    _multi_frame_zst(single, per_frame=400)
+    single.write_bytes(single.read_bytes()[:-50])
+    stats = ReadStats()
+    list(read_pile(single, stats=stats))
+    assert stats.malformed == {"truncated": 1}

@@ -131,3 +131,41 @@ def test_bad_run_config_and_vocab_are_clear_errors():
         train_language_model(qwen2(TINY.replace(vocab_size=10)), train, run, tw, ew, quiet=True)
     with pytest.raises(ConfigError, match="eval_every"):
         LMRunConfig(eval_every=0).validate()
+
+
+@pytest.mark.parametrize("damage", ["arrays", "metadata"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage):
+    """Garbage in the newest checkpoint's array files (or its metadata): the run warns, removes it, resumes from
+    the one before and ends exactly as the uninterrupted run."""
+    run, train, tw, ew = _setup(steps=8)
+    full = train_language_model(qwen2(TINY), train, run, tw, ew, quiet=True)
+
+    def interrupt_at_6(step, model):
+        if step == 6:
+            raise KeyboardInterrupt
+        return {}
+
+    with pytest.raises(KeyboardInterrupt):
+        train_language_model(qwen2(TINY), train, run, tw, ew, checkpoint_dir=tmp_path, evaluate=interrupt_at_6,
+                             quiet=True)
+    newest = tmp_path / "4"                  # the evaluation after step 6 comes before its checkpoint
+    assert newest.is_dir() and (tmp_path / "2").is_dir()
+    files = [p for p in newest.rglob("*") if p.is_file()]
+    targets = [p for p in files if ("record" in p.parts) == (damage == "metadata") and p.stat().st_size > 0]
+    rng = np.random.default_rng(0)
+    for path in targets:
+        path.write_bytes(rng.integers(0, 256, path.stat().st_size, dtype=np.uint8).tobytes())
+    with pytest.warns(RuntimeWarning, match=r"checkpoint 4 in .* is damaged"):
+        resumed = train_language_model(qwen2(TINY), train, run, tw, ew, checkpoint_dir=tmp_path, quiet=True)
+    assert resumed.resumed_from == 2
+    assert resumed.history == full.history
+    assert [e["eval_loss"] for e in resumed.evals] == [e["eval_loss"] for e in full.evals]
+
+
+def test_every_checkpoint_damaged_is_a_one_line_error(tmp_path):
+    run, train, tw, ew = _setup(steps=4)
+    train_language_model(qwen2(TINY), train, run, tw, ew, checkpoint_dir=tmp_path, quiet=True)
+    for path in (p for p in tmp_path.rglob("*") if p.is_file()):
+        path.write_bytes(b"\0" * max(path.stat().st_size, 1))
+    with pytest.warns(RuntimeWarning, match="damaged"), pytest.raises(ConfigError, match="every checkpoint"):
+        train_language_model(qwen2(TINY), train, run, tw, ew, checkpoint_dir=tmp_path, quiet=True)

@@ -69,6 +69,13 @@ class AlignmentConfig(Config):
         require(len(set(self.token_sets)) == len(self.token_sets), "token_sets", f"has repeats: {self.token_sets}")
         require_int(self.top_tokens, "top_tokens", minimum=3, maximum=5000)
 
+    def check_token_set(self, token_set: "TokenSet") -> None:
+        """Raise ConfigError (on ``topk``) when the set is too small for a meaningful top-k overlap: with
+        ``topk >= n - 1`` every neighbourhood is all the other tokens and the overlap is trivially 1."""
+        n = len(token_set.ids)
+        require(self.topk <= n - 2, "topk", f"must be <= {n - 2} for the {n}-token set {token_set.name!r} "
+                                            f"(a larger k makes the top-k overlap trivially 1), got {self.topk}")
+
     def require_supported(self, token_sets: Sequence[str], similarities: Sequence[str] = SIMILARITY_KINDS,
                           token_list: bool = True) -> None:
         """Raise ConfigError unless every chosen token set / similarity is one this experiment supports."""

@@ -279,21 +279,23 @@ def alignment_metrics(S_emb: Any, S_sig: Any, *, k: int = 5, q: float = 10.0) ->
 
     Args:
         S_emb, S_sig: ``(n, n)`` similarity matrices of the same shape, ``n >= 3``.
-        k: neighbours for :func:`topk_neighbour_overlap`, ``k >= 1``; clipped to
-            ``n - 1`` when ``n`` is small.
+        k: neighbours for :func:`topk_neighbour_overlap`, ``1 <= k <= n - 2``: with ``k >= n - 1`` every
+            token's neighbourhood is all the others and the overlap is trivially 1, so it is refused.
         q: percentage of strongest pairs, ``0 < q <= 100``.
 
     Returns:
         dict with keys ``pearson``, ``spearman`` (over all off-diagonal pairs),
         ``topk_overlap``, ``strong_pair_precision``, ``strong_pair_pearson``, and the
-        settings actually used: ``k`` (after clipping), ``q``, ``num_tokens``.
+        settings used: ``k``, ``q``, ``num_tokens``.
     """
     e, s = _pair(S_emb, S_sig, "S_emb", "S_sig", 3)
     n = e.shape[0]
     ok_type = isinstance(k, (int, np.integer)) and not isinstance(k, bool)
     require(ok_type and int(k) >= 1, "k", f"must be an integer >= 1, got {k!r}")
-    k_used = min(int(k), n - 1)
     qf = _check_q(q)
+    require(int(k) <= n - 2, "k", f"must be <= n - 2 = {n - 2} for {n} tokens (k >= n - 1 makes the top-k overlap "
+                                  f"trivially 1), got {k}")
+    k_used = int(k)
     pe, ps = offdiagonal(e), offdiagonal(s)
     return {
         "pearson": pearson(pe, ps),

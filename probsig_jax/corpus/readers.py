@@ -34,7 +34,8 @@ class ReadStats:
     """What a reader skipped and how far it got (mutable; filled in while reading).
 
     Attributes:
-        malformed: reason -> count of skipped lines/files (``invalid_json``, ``invalid_utf8``, ``missing_text``).
+        malformed: reason -> count of skipped lines/files (``invalid_json``, ``invalid_utf8``, ``missing_text``,
+            ``truncated``: a compressed file cut short).
         examples: the first :data:`MAX_EXAMPLES` ``"file:line: reason"`` strings.
         source_bytes: bytes of input consumed so far (compressed bytes for ``.zst``), for progress bars.
     """
@@ -93,20 +94,55 @@ class _CountingReader(io.RawIOBase):
         return n
 
 
-def _binary_lines(path: Path, stats: ReadStats) -> Iterator[bytes]:
-    """Binary lines of a ``.jsonl`` or (streamed, possibly multi-frame) ``.jsonl.zst`` file."""
+class _Truncated(Exception):
+    """The compressed stream ended inside a zstd frame."""
+
+
+def _zstd_chunks(raw: BinaryIO, path: Path) -> Iterator[bytes]:
+    """Decompressed chunks of a (possibly multi-frame) zstd stream, frame by frame; raises :class:`_Truncated`
+    when the input ends inside a frame (``zstd -t``'s "premature end"), which a streaming reader would
+    otherwise take for the end of the data."""
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    frame, fed = dctx.decompressobj(), False
+    try:
+        for data in iter(lambda: raw.read(1 << 20), b""):
+            while data:
+                out = frame.decompress(data)
+                fed = True
+                if out:
+                    yield out
+                if not frame.eof:
+                    break
+                data = frame.unused_data
+                frame, fed = dctx.decompressobj(), False
+    except zstandard.ZstdError as err:
+        raise CorpusError(f"{path}: corrupt zstd stream: {err}") from None
+    if fed and not frame.eof:
+        raise _Truncated
+
+
+def _binary_lines(path: Path, stats: ReadStats, strict: bool) -> Iterator[bytes]:
+    """Binary lines of a ``.jsonl`` or (streamed, possibly multi-frame) ``.jsonl.zst`` file. A ``.zst`` file cut
+    short is malformed (``truncated``: counted, its partial last line dropped; or an error under ``strict``)."""
     with open(path, "rb", buffering=0) as fh:
         counted = io.BufferedReader(_CountingReader(fh, stats), buffer_size=1 << 20)
         if not path.name.endswith(".zst"):
             yield from counted
             return
-        import zstandard
-
-        reader = zstandard.ZstdDecompressor().stream_reader(counted, read_across_frames=True)
+        pending = b""
         try:
-            yield from io.BufferedReader(reader, buffer_size=1 << 20)
-        except zstandard.ZstdError as err:
-            raise CorpusError(f"{path}: corrupt zstd stream after {stats.source_bytes} bytes: {err}") from None
+            for chunk in _zstd_chunks(counted, path):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    yield line + b"\n"
+        except _Truncated:
+            stats.record("truncated", str(path), f"the zstd stream ends inside a frame after {stats.source_bytes} "
+                         "bytes (file cut short?); the partial last line is dropped", strict)
+            return
+        if pending:
+            yield pending
 
 
 def read_pile(path: str | Path, *, pile_set_names: tuple[str, ...] = (), strict: bool = False,
@@ -120,7 +156,7 @@ def read_pile(path: str | Path, *, pile_set_names: tuple[str, ...] = (), strict:
     stats = ReadStats() if stats is None else stats
     accepted = frozenset(pile_set_names)
     for file in list_files(path, PILE_SUFFIXES):
-        for lineno, line in enumerate(_binary_lines(file, stats), start=1):
+        for lineno, line in enumerate(_binary_lines(file, stats, strict), start=1):
             if not line.strip():
                 continue
             where = f"{file}:{lineno}"

@@ -36,7 +36,7 @@ import numpy as np
 from probsig_jax.corpus.config import CorpusConfig, iter_documents, source_fingerprint, source_size, utf8_len
 from probsig_jax.corpus.readers import CorpusError, ReadStats
 from probsig_jax.progress import progress_bar
-from probsig_jax.runs import to_jsonable, write_bytes, write_json
+from probsig_jax.runs import ensure_directory, to_jsonable, write_bytes, write_json
 from probsig_jax.validation import require, require_int
 
 FORMAT_VERSION = 1
@@ -113,7 +113,7 @@ def _check_shard_files(directory: Path, shards: list[dict], verify: bool) -> str
         if path.stat().st_size != TOKEN_DTYPE.itemsize * int(shard["num_tokens"]):
             return f"{path} has {path.stat().st_size} bytes, expected {TOKEN_DTYPE.itemsize * int(shard['num_tokens'])}"
         if verify and _sha256_file(path) != shard["sha256"]:
-            return f"{path} does not match its recorded sha256"
+            return f"{path} does not match its recorded sha256 (its content changed)"
     return None
 
 
@@ -236,13 +236,16 @@ def _completed_shards(directory: Path, key: str) -> list[dict]:
     return good
 
 
-def _reuse(directory: Path, key: str, config: CorpusConfig, verify: bool) -> TokenShards | None:
+def _reuse(directory: Path, key: str, config: CorpusConfig) -> TokenShards | None:
+    """The cached shards of ``key`` if they are complete and intact: sizes *and* content (sha256, about
+    1 s per GB; ``benchmarks/corpus_pipeline.py`` measures it), so a corrupted cache is never reused."""
     if not (directory / MANIFEST).is_file():
         return None
     try:
-        shards = open_shards(directory, verify=verify)
+        shards = open_shards(directory, verify=True)
     except CorpusError as err:
-        warnings.warn(f"re-tokenizing: {err}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"the token-shard cache is damaged, re-tokenizing the corpus: {err.message}", RuntimeWarning,
+                      stacklevel=3)
         return None
     if shards.manifest.get("key") != key:
         return None
@@ -261,7 +264,7 @@ def default_cache_dir() -> Path:
 
 def tokenize_corpus(config: CorpusConfig, tokenizer, cache_dir: str | Path | None = None, *, num_workers: int = 2,
                     shard_tokens: int = DEFAULT_SHARD_TOKENS, batch_bytes: int = DEFAULT_BATCH_BYTES,
-                    verify: bool = False, quiet: bool = False) -> TokenShards:
+                    quiet: bool = False) -> TokenShards:
     """Tokenize ``config``'s documents into uint32 shards under ``cache_dir`` (or re-use earlier ones).
 
     ``cache_dir`` ``None`` or ``""``: :func:`default_cache_dir`.
@@ -271,8 +274,8 @@ def tokenize_corpus(config: CorpusConfig, tokenizer, cache_dir: str | Path | Non
     boundaries. Batches of about ``batch_bytes`` bytes of text are encoded by ``num_workers`` threads;
     the result does not depend on ``num_workers`` or ``batch_bytes``.
 
-    A complete directory with the same key is re-used without tokenizing (shard sizes checked; sha256
-    too when ``verify``); an unfinished one resumes after its last completed shard. A progress bar
+    A complete directory with the same key is re-used without tokenizing when every shard has its recorded
+    size and sha256 (else it is rebuilt, with a one-line warning); an unfinished one resumes after its last completed shard. A progress bar
     (bytes of input, rate, ETA) goes to stderr unless ``quiet``.
     """
     config.validate()
@@ -288,10 +291,10 @@ def tokenize_corpus(config: CorpusConfig, tokenizer, cache_dir: str | Path | Non
 
     directory, key, identity = shard_directory(config, tokenizer, cache_dir or default_cache_dir(),
                                                shard_tokens=shard_tokens)
-    reused = _reuse(directory, key, config, verify)
+    reused = _reuse(directory, key, config)
     if reused is not None:
         return reused
-    directory.mkdir(parents=True, exist_ok=True)
+    ensure_directory(directory, "cache_dir")
     (directory / MANIFEST).unlink(missing_ok=True)
 
     done = _completed_shards(directory, key)

@@ -61,4 +61,6 @@ def select_token_sets(pc: CorpusPairCounts, tokenizer, vocab_map: VocabularyMap,
     sets = [s for s in sets if s is not None]
     if not sets:
         raise ConfigError("token_sets", "no token set has 3 or more tokens that occur in the corpus")
+    for s in sets:
+        alignment.check_token_set(s)
     return sets

@@ -120,5 +120,15 @@ class VocabularyMap:
     def load(cls, path: str | Path) -> "VocabularyMap":
         path = Path(path)
         require(path.is_file(), "vocab_map", f"no vocabulary map at {path}")
-        data = json.loads(path.read_text())
-        return cls(np.asarray(data["original_ids"], dtype=np.int64), int(data["original_vocab_size"]))
+        try:
+            data = json.loads(path.read_text())
+            ids, size = data["original_ids"], data["original_vocab_size"]
+            if not (isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+                raise ValueError("original_ids must be a list of integer token ids")
+            if isinstance(size, bool) or not isinstance(size, int):
+                raise ValueError(f"original_vocab_size must be an integer, got {size!r}")
+            return cls(np.asarray(ids, dtype=np.int64), size)
+        except ConfigError as err:
+            raise ConfigError("vocab_map", f"{path}: {err}") from None
+        except (ValueError, KeyError, TypeError) as err:
+            raise ConfigError("vocab_map", f"{path} is not a valid vocabulary map: {err}") from None

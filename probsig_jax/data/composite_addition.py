@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from probsig_jax.config_base import Config
 from probsig_jax.data.dataset import Dataset
-from probsig_jax.validation import ConfigError, require, require_float, require_int
+from probsig_jax.validation import ConfigError, require, require_float, require_int, require_seed
 
 
 def _parse_combo(text: str, field: str) -> tuple[int, ...]:
@@ -164,16 +165,17 @@ class CompositeAdditionConfig(Config):
         if self.key_weights:
             require(len(self.key_weights) == n_keys, "key_weights",
                     f"need one weight per key ({n_keys} keys in [{self.key_min}, {self.key_max}]), got {len(self.key_weights)}")
-            require(all(w >= 0 for w in self.key_weights) and sum(self.key_weights) > 0, "key_weights",
-                    "weights must be >= 0 and not all zero")
+            require(all(math.isfinite(w) and w >= 0 for w in self.key_weights) and sum(self.key_weights) > 0,
+                    "key_weights", f"weights must be finite, >= 0 and not all zero, got {self.key_weights}")
         if self.anchor_weights:
             require(len(self.anchor_weights) == n_anchor, "anchor_weights",
                     f"need one weight per anchor ({n_anchor}), got {len(self.anchor_weights)}")
-            require(all(w >= 0 for w in self.anchor_weights) and sum(self.anchor_weights) > 0, "anchor_weights",
-                    "weights must be >= 0 and not all zero")
+            require(all(math.isfinite(w) and w >= 0 for w in self.anchor_weights) and sum(self.anchor_weights) > 0,
+                    "anchor_weights", f"weights must be finite, >= 0 and not all zero, got {self.anchor_weights}")
         for cw in self.combination_weights:
             self._check_combo(cw.combo, "combination_weights")
-            require(cw.weight >= 0, "combination_weights", f"weight of {cw} must be >= 0")
+            require(math.isfinite(cw.weight) and cw.weight >= 0, "combination_weights",
+                    f"weight of {cw} must be finite and >= 0")
         for c in self.held_out:
             self._check_combo(c.combo, "held_out")
         for r in self.relabel:
@@ -184,7 +186,7 @@ class CompositeAdditionConfig(Config):
             require_int(self.test_key_residue, "test_key_residue", minimum=0, maximum=self.test_key_modulus - 1)
         require_int(self.n_samples, "n_samples", minimum=0, maximum=10**8)
         require_int(self.vocab_size, "vocab_size", minimum=0)
-        require_int(self.seed, "seed", minimum=0)
+        require_seed(self.seed)
         if has_filler and self.n_samples == 0:
             raise ConfigError("n_samples", "the exact distribution (n_samples=0) cannot enumerate filler tokens; "
                               f"set n_samples > 0 or seq_len = {1 + self.anchors_per_input}")

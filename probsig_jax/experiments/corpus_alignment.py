@@ -218,6 +218,11 @@ def corpus_summary_lines(metrics: dict[str, Any]) -> list[str]:
     c = metrics["corpus"]
     lines = [f"corpus {c['source']}: {c['tokens']:,} tokens, {c.get('documents')} documents; window "
              f"{metrics['window']}; {metrics['signature_pairs']:,} distinct (context, next) pairs"]
+    malformed = c.get("malformed") or {}
+    if malformed.get("total"):
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(malformed.get("counts", {}).items()))
+        lines.append(f"malformed input skipped: {malformed['total']} ({reasons}); e.g. "
+                     f"{(malformed.get('examples') or ['?'])[0]}")
     if kind == "trained":
         lines.append(f"model vocab {metrics['vocabulary']['model_vocab']:,} (tokenizer "
                      f"{metrics['vocabulary']['tokenizer_vocab']:,}); held-out loss {metrics['initial_eval_loss']:.3f}"

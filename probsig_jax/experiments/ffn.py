@@ -33,7 +33,7 @@ from probsig_jax.models.ffn import ACTIVATIONS, FeedForwardModel
 from probsig_jax.models.linear import LinearEmbeddingModel
 from probsig_jax.numerics import numerics
 from probsig_jax.training.supervised import TrainConfig, train
-from probsig_jax.validation import require, require_float, require_int
+from probsig_jax.validation import require, require_float, require_int, require_seed
 
 MAX_ALIGNMENT_POINTS = 60
 EMBEDDING_VS_SIGNATURE = Comparison("embedding_vs_signature", "embedding", "signature")
@@ -89,7 +89,7 @@ class FFNExperimentConfig(Config):
         for scale in self.init_scale:
             require_float(scale, "init_scale", minimum=0.0, maximum=100.0, strict_minimum=True)
         require(self.dtype in ("float32", "float64"), "dtype", f"must be float32 or float64, got {self.dtype!r}")
-        require_int(self.seed, "seed", minimum=0)
+        require_seed(self.seed)
         check_toy_alignment(self.alignment)
 
 
@@ -163,7 +163,7 @@ def run_ffn(config: FFNExperimentConfig, *, quiet: bool = False) -> FFNResult:
     timings: dict[str, float] = {}
     with numerics(config.dtype) as dtype:
         tic = time.perf_counter()
-        sig = task_signatures(config.data, config.alignment.similarity, False)
+        sig = task_signatures(config.data, config.alignment, False)
         data = sig.task.train
         timings["data_and_signatures_s"] = time.perf_counter() - tic
         runs = []

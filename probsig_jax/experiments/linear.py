@@ -32,7 +32,7 @@ from probsig_jax.models.linear import LinearEmbeddingModel, token_gram, token_ro
 from probsig_jax.numerics import numerics
 from probsig_jax.theory import linear as theory
 from probsig_jax.training.supervised import TrainConfig, train
-from probsig_jax.validation import require, require_float, require_int
+from probsig_jax.validation import require, require_float, require_int, require_seed
 
 MAX_ALIGNMENT_POINTS = 60
 
@@ -89,7 +89,7 @@ class LinearExperimentConfig(Config):
         require_float(self.alignment_growth, "alignment_growth", minimum=1.0, maximum=self.early_growth,
                       strict_minimum=True)
         require_float(self.ode_rtol, "ode_rtol", minimum=0.0, maximum=1e-2, strict_minimum=True)
-        require_int(self.seed, "seed", minimum=0)
+        require_seed(self.seed)
         check_toy_alignment(self.alignment)
 
 
@@ -127,7 +127,7 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False, ta
     positional = config.positional
     with numerics(config.dtype) as dtype:
         tic = time.perf_counter()
-        sig = task_signatures(config.data, config.alignment.similarity, positional, task=task)
+        sig = task_signatures(config.data, config.alignment, positional, task=task)
         data, M = sig.task.train, sig.M
         timings["data_and_signatures_s"] = time.perf_counter() - tic
 

@@ -28,10 +28,11 @@ from probsig_jax.experiments.corpus_alignment import (
 )
 from probsig_jax.models.qwen2 import PRESETS as MODEL_PRESETS
 from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM, save_pretrained
+from probsig_jax.runs import to_jsonable
 from probsig_jax.training.lm_loop import LMRunConfig, LMTrainingResult, train_language_model
 from probsig_jax.training.lm_optimizer import LMTrainConfig
 from probsig_jax.training.token_windows import TokenWindows, split_stream
-from probsig_jax.validation import require, require_float, require_int
+from probsig_jax.validation import require, require_float, require_int, require_seed
 
 DIGIT_SNAPSHOT_KEY = "digits_input_embeddings"
 
@@ -85,7 +86,7 @@ class LLMExperimentConfig(Config):
         require_int(self.hidden_size, "hidden_size", minimum=0, maximum=65536)
         require_int(self.num_layers, "num_layers", minimum=0, maximum=256)
         require_float(self.initializer_range, "initializer_range", minimum=0.0, maximum=10.0, strict_minimum=True)
-        require_int(self.seed, "seed", minimum=0)
+        require_seed(self.seed)
         check_corpus_alignment(self.alignment)
 
     def model_config(self, vocab_size: int) -> Qwen2Config:
@@ -131,6 +132,9 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
     else:
         vocab_map = VocabularyMap.identity(tokenizer.vocab_size)
     ids = vocab_map.to_compact(stream)
+    require(ids.size >= 4 * config.run.seq_len, "corpus_source",
+            f"{config.corpus.source} gives only {ids.size} tokens, fewer than the 4 windows of seq_len "
+            f"{config.run.seq_len} that training and evaluation need: use a larger corpus or a smaller --seq-len")
     train_ids, eval_ids = split_stream(ids, config.eval_fraction, config.run.seq_len)
     prepare_s = time.perf_counter() - tic
 
@@ -152,7 +156,8 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
     tic = time.perf_counter()
     training = train_language_model(lambda rngs: Qwen2LM(model_config, rngs=rngs), config.train, config.run,
                                     TokenWindows(train_ids, config.run.seq_len),
-                                    TokenWindows(eval_ids, config.run.seq_len), run_record=model_config,
+                                    TokenWindows(eval_ids, config.run.seq_len),
+                                    run_record={"model": model_config, "experiment": resume_record(config)},
                                     checkpoint_dir=checkpoint_dir, evaluate=evaluate, quiet=quiet)
     train_s = time.perf_counter() - tic
 
@@ -180,6 +185,18 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
         "timing_s": {"tokenize_and_map": prepare_s, "signatures_and_theory": analysis_s, "train": train_s},
     }
     return LLMResult(config, metrics, training, alignment, final_weights, model_config, vocab_map)
+
+
+RESUME_IGNORED = ("cache_dir", "num_workers")
+"""Fields that change no reported number (where shards are cached, how many tokenizer threads): a run may
+resume with other values."""
+
+
+def resume_record(config: LLMExperimentConfig) -> dict[str, Any]:
+    """The settings a resumed E4 run must share with its checkpoints: every field that changes a reported
+    number (corpus, analysis, alignment, model, optimiser, batches), i.e. the config minus ``RESUME_IGNORED``."""
+    record = to_jsonable(config)
+    return {k: v for k, v in record.items() if k not in RESUME_IGNORED}
 
 
 def _metric_curves(evals: list[dict[str, Any]], set_name: str, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:

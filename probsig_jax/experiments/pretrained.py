@@ -28,7 +28,7 @@ from probsig_jax.experiments.corpus_alignment import (
     corpus_summary_lines, save_alignment_arrays, write_alignment_figures,
 )
 from probsig_jax.models.qwen2 import load_pretrained
-from probsig_jax.validation import ConfigError, require, require_int
+from probsig_jax.validation import ConfigError, require, require_int, require_seed
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class PretrainedExperimentConfig(Config):
         require(self.checkpoint != "", "checkpoint", "is required: a local HF checkpoint directory")
         require(Path(self.checkpoint).is_dir(), "checkpoint", f"must be a directory, got {self.checkpoint!r}")
         require_int(self.num_workers, "num_workers", minimum=1, maximum=256)
-        require_int(self.seed, "seed", minimum=0)
+        require_seed(self.seed)
         check_corpus_alignment(self.alignment)
 
 
@@ -81,6 +81,9 @@ def run_pretrained(config: PretrainedExperimentConfig, *, quiet: bool = False) -
     model_config, model = load_pretrained(config.checkpoint)
     W_E = np.asarray(model.input_embeddings(), dtype=np.float32)
     W_U = np.asarray(model.output_embeddings(), dtype=np.float32)
+    for name, W in (("input embedding", W_E), ("unembedding", W_U)):
+        require(bool(np.all(np.isfinite(W))), "checkpoint",
+                f"{config.checkpoint}: the {name} tensor holds {int(np.sum(~np.isfinite(W)))} NaN/inf values")
     del model
     load_s = time.perf_counter() - tic
 

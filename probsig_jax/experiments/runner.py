@@ -14,8 +14,9 @@ import json
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from probsig_jax.experiments import Experiment, RunContext, get_experiment
 from probsig_jax.experiments.report import render_report
@@ -27,6 +28,18 @@ def work_dir_for(out: str | Path) -> Path:
     """Where a run writing to ``out`` keeps what must survive an interruption (beside ``out``, stable)."""
     out = Path(out)
     return out.with_name(f".{out.name}.work")
+
+
+@contextmanager
+def _drop_empty_work_dir(work_dir: Path) -> Iterator[None]:
+    """On failure, remove ``work_dir`` if it holds no file (e.g. a run that diverged before its first
+    checkpoint); a work directory with checkpoints is kept for the rerun to resume."""
+    try:
+        yield
+    except BaseException:
+        if work_dir.is_dir() and not any(p.is_file() for p in work_dir.rglob("*")):
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise
 
 
 def prepare_config(experiment: Experiment, config: Any | None):
@@ -45,10 +58,14 @@ def run_experiment(name: str, config: Any | None = None, *, out: str | Path | No
     process's command line)."""
     experiment = get_experiment(name)
     config = prepare_config(experiment, config)
+    if out is not None and str(out).strip() == "":
+        raise ConfigError("out", "must be a directory path, got an empty string")
     out = Path(out) if out is not None else default_run_dir()
     context = RunContext(out=out, quiet=quiet, work_dir=work_dir_for(out))
     tic = time.perf_counter()
-    with atomic_run_dir(out) as tmp:
+    # Once the run is in place nothing is left to resume: the work directory goes (under the run lock).
+    with atomic_run_dir(out, after_complete=lambda: shutil.rmtree(context.work_dir, ignore_errors=True)) as tmp, \
+            _drop_empty_work_dir(context.work_dir):
         result = experiment.run(config, context)
         metrics = dict(result.metrics, wall_time_s=time.perf_counter() - tic)
         figures = experiment.write_outputs(result, tmp)
@@ -59,7 +76,6 @@ def run_experiment(name: str, config: Any | None = None, *, out: str | Path | No
         notes = experiment.notes(metrics) if experiment.notes is not None else ()
         shown = command or "python -m probsig_jax.simulate " + " ".join(sys.argv[1:])
         write_text(tmp / "report.md", render_report(experiment.title, shown, summary, metrics, figures, notes))
-    shutil.rmtree(context.work_dir, ignore_errors=True)    # the run is complete: nothing left to resume
     if not quiet:
         for line in summary:
             print(line)

@@ -61,9 +61,9 @@ class TaskSignatures:
     signature_sim: np.ndarray
 
 
-def task_signatures(data_config: CompositeAdditionConfig, similarity: str, positional: bool,
+def task_signatures(data_config: CompositeAdditionConfig, alignment: AlignmentConfig, positional: bool,
                     task: TaskData | None = None) -> TaskSignatures:
-    """Generate the task (unless ``task`` is given) and its key signatures."""
+    """Generate the task (unless ``task`` is given) and its key signatures (``alignment.similarity``)."""
     task = make_composite_addition(data_config) if task is None else task
     data = task.train
     keys = trained_keys(task)
@@ -73,8 +73,10 @@ def task_signatures(data_config: CompositeAdditionConfig, similarity: str, posit
     if positional:
         S_sig = cosine_similarity_matrix(token_rows(M, data.vocab_size, True)[keys])
     else:
-        S_sig = similarity_by_name(similarity, data, False)[np.ix_(keys, keys)]
-    return TaskSignatures(task, TokenSet("keys", keys, tuple(str(k) for k in keys)), M, S_sig)
+        S_sig = similarity_by_name(alignment.similarity, data, False)[np.ix_(keys, keys)]
+    token_set = TokenSet("keys", keys, tuple(str(k) for k in keys))
+    alignment.check_token_set(token_set)
+    return TaskSignatures(task, token_set, M, S_sig)
 
 
 class TaskResultView:

@@ -82,6 +82,9 @@ def signature_counts(dataset: Dataset, positional: bool = False) -> SignatureCou
 
 
 def _as_counts(data: Dataset | SignatureCounts, positional: bool = False) -> SignatureCounts:
+    if not isinstance(data, (Dataset, SignatureCounts)):
+        raise TypeError(f"data must be a probsig_jax.data.Dataset or SignatureCounts, got {type(data).__name__} "
+                        "(wrap arrays as Dataset(inputs, labels, vocab_size))")
     return data if isinstance(data, SignatureCounts) else signature_counts(data, positional)
 
 

@@ -28,7 +28,7 @@ from scipy.sparse.linalg import LinearOperator, svds
 
 from probsig_jax.signatures.corpus import CorpusPairCounts
 from probsig_jax.theory.modes import SignatureModes
-from probsig_jax.validation import require, require_float, require_int
+from probsig_jax.validation import require, require_float, require_int, require_seed
 
 Method = Literal["arpack", "randomized"]
 
@@ -160,7 +160,7 @@ def truncated_signature_modes(pc: CorpusPairCounts, k: int, *, method: Method = 
     require(V >= 2, "pc", f"vocab_size must be >= 2 for an SVD, got {V}")
     k = require_int(k, "k", minimum=1, maximum=V - 1)
     require(method in ("arpack", "randomized"), "method", f"must be 'arpack' or 'randomized', got {method!r}")
-    require_int(seed, "seed", minimum=0)
+    require_seed(seed)
     require_int(oversample, "oversample", minimum=0)
     require_int(power_iterations, "power_iterations", minimum=0)
     comp = _CompressedM.build(pc)

@@ -27,21 +27,32 @@ from probsig_jax.validation import ConfigError, require, require_float, require_
 
 # ----------------------------------------------------------------------------- validation helpers
 
-def _as_float(x) -> jax.Array:
-    """An array in a floating dtype (integer input would truncate the flow times to integers)."""
+def _as_float(x, field: str, *, finite: bool = True) -> jax.Array:
+    """``x`` as a JAX array in a floating dtype (integer input would truncate the flow times to integers);
+    ConfigError naming ``field`` for anything that is not a real numeric array, or (``finite``) holds NaN/inf."""
+    try:
+        host = np.asarray(x)
+    except (TypeError, ValueError):
+        raise ConfigError(field, f"must be a real array, got {type(x).__name__}") from None
+    if not (np.issubdtype(host.dtype, np.integer) or np.issubdtype(host.dtype, np.floating)
+            or jnp.issubdtype(host.dtype, jnp.floating)):
+        raise ConfigError(field, f"must be a real array, got dtype {host.dtype}")
     x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
+    x = x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
+    if finite:
+        require(bool(jnp.all(jnp.isfinite(x))), field, "must be finite (it holds NaN or inf)")
+    return x
 
 
 def _check_matrix(M, field: str = "M") -> jax.Array:
-    M = _as_float(M)
+    M = _as_float(M, field)
     require(M.ndim == 2, field, f"must be a (V, F) matrix, got shape {M.shape}")
     require(M.size > 0, field, f"must not be empty, got shape {M.shape}")
     return M
 
 
 def _check_weights(M, E0, U0) -> tuple[jax.Array, jax.Array, jax.Array]:
-    M, E0, U0 = _check_matrix(M), _as_float(E0), _as_float(U0)
+    M, E0, U0 = _check_matrix(M), _as_float(E0, "E0"), _as_float(U0, "U0")
     require(E0.ndim == 2 and E0.shape[1] == M.shape[1], "E0",
             f"must have shape (d, F) = (*, {M.shape[1]}) to match M, got {E0.shape}")
     require(U0.shape == (M.shape[0], E0.shape[0]), "U0",
@@ -50,7 +61,10 @@ def _check_weights(M, E0, U0) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 def _check_times(t, field: str = "t") -> np.ndarray:
-    ts = np.asarray(t, dtype=np.float64)
+    try:
+        ts = np.asarray(t, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(field, f"must be a number or a 1-D array of flow times, got {t!r}") from None
     require(ts.ndim <= 1, field, f"must be a scalar or a 1-D array, got shape {ts.shape}")
     require(bool(np.all(np.isfinite(ts))), field, "must be finite")
     require(bool(np.all(ts >= 0)), field, f"flow times must be >= 0, got min {ts.min()}")
@@ -230,7 +244,8 @@ def integrate_flow(dataset: Dataset, E0, U0, ts, *, positional: bool = False, or
     Returns:
       stacked ``(E (T, d, F), U (T, V, d))``.
     """
-    E0 = _as_float(E0)
+    require(isinstance(dataset, Dataset), "dataset", f"must be a probsig_jax.data.Dataset, got {type(dataset).__name__}")
+    E0 = _as_float(E0, "E0")
     F = num_features(dataset.vocab_size, dataset.seq_len, positional)
     # Only the approximate flows need M; the exact flow reads the data directly (shape check via zeros).
     M = (jnp.asarray(signature_matrix(dataset, positional), dtype=E0.dtype) if order != "exact"
@@ -254,13 +269,17 @@ def _solve(field, E0, U0, ts, rtol, atol, max_steps):
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(field), diffrax.Tsit5(), t0=0.0, t1=float(ts[-1]), dt0=None, y0=(E0, U0),
         saveat=diffrax.SaveAt(ts=ts), stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps)
+        max_steps=max_steps, throw=False)
+    if not bool(sol.result == diffrax.RESULTS.successful):
+        reached = "max_steps" if bool(sol.result == diffrax.RESULTS.max_steps_reached) else "the solver"
+        raise ConfigError(reached, f"the ODE solve did not reach t = {float(ts[-1]):g} ({sol.result}); raise "
+                                   "max_steps or loosen rtol/atol, or check the flow for a blow-up")
     return sol.ys
 
 
 def linear_model_loss(dataset: Dataset, E, U, *, positional: bool = False) -> np.ndarray:
     """Weighted cross-entropy of the linear model at E (d, F), U (V, d), or stacked (T, ...) trajectories."""
-    E, U = _as_float(E), _as_float(U)
+    E, U = _as_float(E, "E", finite=False), _as_float(U, "U", finite=False)   # trajectories may overflow late
     F = dataset.vocab_size * (dataset.seq_len if positional else 1)
     require(E.ndim in (2, 3) and E.shape[-1] == F, "E",
             f"must have shape (d, F) or (T, d, F) with F = {F} features, got {E.shape}")

@@ -11,6 +11,8 @@ checkpoints.
 from __future__ import annotations
 
 import logging
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +36,9 @@ class TrainCheckpointer:
         require_int(max_to_keep, "keep_checkpoints", minimum=1)
         self.directory = Path(directory).absolute()
         self.directory.mkdir(parents=True, exist_ok=True)
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False,
-                                               create=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False,
+                                                     create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or ``None``."""
@@ -70,6 +72,34 @@ class TrainCheckpointer:
         restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                       record=ocp.args.JsonRestore()))
         return restored["state"]["params"], restored["state"]["opt_state"], dict(restored["record"])
+
+    def restore_newest_intact(self, params_like: Any, opt_state_like: Any,
+                              shardings: tuple[Any, Any] | None = None) -> tuple[int, Any, Any, dict[str, Any]] | None:
+        """``(step, params, opt_state, record)`` of the newest checkpoint that restores, or ``None`` when there
+        is none. A damaged newer checkpoint (unreadable arrays or metadata) is removed, with a one-line
+        warning naming it, so the run continues from the previous one; ConfigError when every checkpoint is
+        damaged."""
+        steps = self.all_steps()
+        for step in reversed(steps):
+            try:
+                params, opt_state, record = self.restore(step, params_like, opt_state_like, shardings)
+                if not isinstance(record, dict) or "step" not in record:
+                    raise ValueError("its record has no step")
+                return step, params, opt_state, record
+            except Exception as err:   # orbax / tensorstore / JSON errors of a damaged checkpoint
+                reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+                warnings.warn(f"checkpoint {step} in {self.directory} is damaged ({reason}); removing it and "
+                              "falling back to the previous one", RuntimeWarning, stacklevel=2)
+                self._remove(step)
+        if steps:
+            raise ConfigError("checkpoint_dir", f"every checkpoint in {self.directory} is damaged; remove the "
+                                                "directory to start the run afresh")
+        return None
+
+    def _remove(self, step: int) -> None:
+        self._manager.close()
+        shutil.rmtree(self.directory / str(step), ignore_errors=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
     def close(self) -> None:
         self._manager.close()

@@ -88,13 +88,42 @@ class LMTrainingResult:
     checkpoint_dir: Path | None = None
 
 
+def resume_settings(run_record: Any, train: LMTrainConfig, run: LMRunConfig) -> dict[str, Any]:
+    """Everything a resumed run must share with the checkpoints besides the tokens, as JSON."""
+    return to_jsonable({"model": run_record, "train": train, "run": run})
+
+
 def run_fingerprint(run_record: Any, train: LMTrainConfig, run: LMRunConfig, train_tokens: np.ndarray) -> str:
-    """sha256 over ``run_record`` (JSON-able: e.g. the model config), the configs and the training tokens:
-    resuming requires an identical fingerprint."""
+    """sha256 over ``run_record`` (JSON-able: e.g. the model config and every setting that changes a
+    reported number), the configs and the training tokens: resuming requires an identical fingerprint."""
     h = hashlib.sha256()
-    h.update(json.dumps(to_jsonable({"model": run_record, "train": train, "run": run}), sort_keys=True).encode())
+    h.update(json.dumps(resume_settings(run_record, train, run), sort_keys=True).encode())
     h.update(np.ascontiguousarray(train_tokens).tobytes())
     return h.hexdigest()
+
+
+def differing_fields(recorded: Any, current: Any, path: str = "") -> list[str]:
+    """Dotted paths where two JSON values differ, e.g. ``["model.experiment.analysis.window (1 -> 2)"]``."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(set(recorded) | set(current), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in recorded or key not in current:
+                out.append(f"{sub} ({'absent' if key not in recorded else recorded[key]!r} -> "
+                           f"{'absent' if key not in current else current[key]!r})")
+            else:
+                out += differing_fields(recorded[key], current[key], sub)
+        return out
+    return [] if recorded == current else [f"{path} ({recorded!r} -> {current!r})"]
+
+
+def _mismatch_message(directory: Path, record: dict[str, Any], settings: dict[str, Any]) -> str:
+    differ = differing_fields(record.get("settings", {}), settings) if "settings" in record else []
+    what = ("settings that differ from this run's: " + "; ".join(differ[:8]) + (" ..." if len(differ) > 8 else "")
+            if differ else "the same settings but other training tokens (another corpus or tokenization)"
+            if "settings" in record else "an older format without a settings record")
+    return (f"{directory} holds checkpoints of another run, with {what}; rerun with the recorded settings to "
+            "resume it, or remove it (or choose another --out) to start afresh")
 
 
 def train_language_model(
@@ -147,16 +176,17 @@ def train_language_model(
 
     eval_sets = eval_windows.eval_batches(run.eval_batches, run.batch_size) if eval_windows is not None else []
     fingerprint = run_fingerprint(run_record, train, run, train_windows.tokens)
+    settings = resume_settings(run_record, train, run)
     history: dict[str, list] = {"step": [], "loss": [], "grad_norm": [], "lr": []}
     evals: list[dict[str, Any]] = []
     start, resumed_from = 0, None
     checkpointer = TrainCheckpointer(checkpoint_dir, run.keep_checkpoints) if checkpoint_dir is not None else None
-    if checkpointer is not None and checkpointer.latest_step() is not None:
-        resumed_from = checkpointer.latest_step()
-        params, opt_state, record = checkpointer.restore(resumed_from, params, opt_state, (p_sh, o_sh))
+    restored = checkpointer.restore_newest_intact(params, opt_state, (p_sh, o_sh)) if checkpointer is not None else None
+    if restored is not None:
+        resumed_from, params, opt_state, record = restored
         if record.get("fingerprint") != fingerprint:
-            raise ConfigError("checkpoint_dir", f"{checkpointer.directory} holds checkpoints of a different "
-                                                "configuration or corpus; remove it or choose another directory")
+            checkpointer.close()
+            raise ConfigError("checkpoint_dir", _mismatch_message(checkpointer.directory, record, settings))
         history, evals, start = record["history"], record["evals"], int(record["step"])
 
     def current_model():
@@ -173,7 +203,7 @@ def train_language_model(
 
     def save(step: int) -> None:
         if checkpointer is not None:
-            checkpointer.save(step, params, opt_state, {"step": step, "fingerprint": fingerprint,
+            checkpointer.save(step, params, opt_state, {"step": step, "fingerprint": fingerprint, "settings": settings,
                                                         "history": history, "evals": to_jsonable(evals)})
 
     if start == 0:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from probsig_jax.config_base import Config
-from probsig_jax.validation import require, require_float, require_int
+from probsig_jax.validation import MAX_STEPS, require, require_float, require_int, require_seed
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class LMTrainConfig(Config):
 
     def _check(self) -> None:
         require_float(self.learning_rate, "learning_rate", minimum=0.0, strict_minimum=True)
-        require_int(self.total_steps, "total_steps", minimum=1)
+        require_int(self.total_steps, "total_steps", minimum=1, maximum=MAX_STEPS)
         require_int(self.warmup_steps, "warmup_steps", minimum=0)
         require(self.warmup_steps < self.total_steps, "warmup_steps",
                 f"must be < total_steps ({self.total_steps}), got {self.warmup_steps}")
@@ -55,7 +55,7 @@ class LMTrainConfig(Config):
             require(value < 1.0, name, f"must be in [0, 1), got {value:g}")
         require_float(self.eps, "eps", minimum=0.0, strict_minimum=True)
         require_float(self.grad_clip_norm, "grad_clip_norm", minimum=0.0)
-        require_int(self.seed, "seed", minimum=0)
+        require_seed(self.seed)
 
 
 def make_lm_schedule(cfg: LMTrainConfig) -> optax.Schedule:

@@ -28,7 +28,7 @@ from probsig_jax.data.dataset import Dataset
 from probsig_jax.progress import progress_bar
 from probsig_jax.training.divergence import TrainingDiverged
 from probsig_jax.training.losses import weighted_cross_entropy
-from probsig_jax.validation import ConfigError, require, require_float, require_int
+from probsig_jax.validation import MAX_STEPS, ConfigError, require, require_float, require_int, require_seed
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,12 @@ class TrainConfig(Config):
         require(self.optimizer in ("gd", "sgd", "adam"), "optimizer",
                 f"must be one of gd, sgd, adam, got {self.optimizer!r}")
         require_float(self.learning_rate, "learning_rate", minimum=0.0, strict_minimum=True)
-        require_int(self.steps, "steps", minimum=1)
+        require_int(self.steps, "steps", minimum=1, maximum=MAX_STEPS)
         require_int(self.batch_size, "batch_size", minimum=0)
         require(not (self.optimizer == "gd" and self.batch_size), "batch_size",
                 "must be 0 for optimizer='gd' (full-batch gradient descent)")
         require_int(self.record_every, "record_every", minimum=1, maximum=self.steps)
-        require_int(self.seed, "seed", minimum=0)
+        require_seed(self.seed)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probsig_jax.validation import require, require_float, require_int
+from probsig_jax.validation import require, require_float, require_int, require_seed
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class TokenWindows:
         """(batch_size,) start positions of the training batch of ``step`` (uniform, with replacement)."""
         require_int(step, "step", minimum=0)
         require_int(batch_size, "batch_size", minimum=1)
-        require_int(seed, "seed", minimum=0)
+        require_seed(seed)
         return np.random.default_rng((seed, step)).integers(0, self.num_windows, size=batch_size)
 
     def batch(self, starts: np.ndarray) -> np.ndarray:

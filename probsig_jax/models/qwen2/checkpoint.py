@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from probsig_jax.models.qwen2.config import Qwen2Config
@@ -61,6 +61,16 @@ def _checkpoint_files(path: str) -> list[str]:
     return files
 
 
+@contextlib.contextmanager
+def _readable(file: str):
+    """A damaged safetensors file (truncated, garbage header or data) as a ConfigError naming it."""
+    try:
+        yield
+    except (SafetensorError, OSError) as err:
+        raise ConfigError("checkpoint", f"{file} is not a readable safetensors file ({err}); re-save or re-download "
+                                        "the checkpoint") from None
+
+
 def load_pretrained(path: str | os.PathLike, **config_overrides: Any) -> tuple[Qwen2Config, Qwen2LM]:
     """Load a local HF Qwen2 directory (``config.json`` + ``model.safetensors`` or a sharded index).
 
@@ -75,7 +85,7 @@ def load_pretrained(path: str | os.PathLike, **config_overrides: Any) -> tuple[Q
     shapes: dict[str, tuple[int, ...]] = {}
     where: dict[str, str] = {}
     for file in files:
-        with safe_open(file, framework="np") as f:
+        with _readable(file), safe_open(file, framework="np") as f:
             for name in f.keys():
                 shapes[name] = tuple(f.get_slice(name).get_shape())
                 where[name] = file
@@ -110,6 +120,7 @@ def load_pretrained(path: str | os.PathLike, **config_overrides: Any) -> tuple[Q
     param_dtype = jnp.dtype(config.param_dtype)
     values: dict[tuple, jax.Array] = {}
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_readable(", ".join(files)))
         handles = {file: stack.enter_context(safe_open(file, framework="np")) for file in files}
         for name in zero_biases:
             require(not np.any(handles[where[name]].get_tensor(name)), "checkpoint",

@@ -137,6 +137,7 @@ class Qwen2Config:
         ``overrides`` (e.g. ``param_dtype="bfloat16"``) are applied on top; ``torch_dtype`` in the file
         is *not* used for ``param_dtype`` (we default to float32 for analysis).
         """
+        where = "the config dict"
         if isinstance(source, Mapping):
             hf = dict(source)
         else:
@@ -150,6 +151,16 @@ class Qwen2Config:
             except json.JSONDecodeError as e:
                 raise ConfigError("config", f"{path} is not valid json: {e}") from None
             require(isinstance(hf, dict), "config", f"{path} must hold a json object")
+            where = path
+        try:
+            return cls._from_hf_dict(hf, overrides)
+        except ConfigError as err:       # name the file as well as the field
+            raise ConfigError(err.field, f"{err.message} (in {where})") from None
+        except (TypeError, ValueError) as err:
+            raise ConfigError("config", f"{where}: {err}") from None
+
+    @classmethod
+    def _from_hf_dict(cls, hf: dict[str, Any], overrides: dict[str, Any]) -> "Qwen2Config":
         model_type = hf.get("model_type", "qwen2")
         require(model_type == "qwen2", "model_type", f"must be 'qwen2', got {model_type!r}")
         hidden_act = hf.get("hidden_act", "silu")
@@ -188,10 +199,7 @@ class Qwen2Config:
         require(not missing, "config", f"missing required keys {missing}")
         kwargs.setdefault("max_position_embeddings", 32768)
         kwargs.update(overrides)
-        try:
-            return cls(**kwargs)
-        except TypeError as e:  # a field of the wrong kind that __post_init__ could not handle
-            raise ConfigError("config", str(e)) from None
+        return cls(**kwargs)
 
     def to_hf_dict(self) -> dict[str, Any]:
         """A ``config.json`` dict that ``transformers`` loads as ``Qwen2ForCausalLM``.
