@@ -60,6 +60,21 @@ def test_default_run_metrics(default_run):
     assert m["alignment_growth"] == pytest.approx(2.0, abs=0.1)
     assert m["alignment"]["pearson"] >= 0.8
     assert m["alignment"]["strong_pair_precision"] >= 0.8
+    # Every reported metric sits at or below its ceiling, above its chance level, and the report shows both.
+    report = (default_run / "report.md").read_text()
+    for block in ("alignment", "alignment_early_phase_end", "alignment_final", "alignment_predicted_gram"):
+        a = m[block]
+        for name in ("pearson", "spearman", "topk_overlap", "strong_pair_precision"):
+            assert a[f"chance_{name}"] < a[name] <= a[f"ceiling_{name}"] + 1e-12, (block, name)
+            assert f"| {block} | {name} | {a[name]:.3f} |" in report
+        assert a["pearson_p"] < 0.01 and a["pearson_ci_low"] < a["pearson"] < a["pearson_ci_high"]
+    # The signature's ties put the ceilings well below 1 (issue 11: 666 of 780 key pairs tie).
+    assert m["alignment"]["ceiling_spearman"] < 0.7 and m["alignment"]["ceiling_topk_overlap"] < 0.9
+    # The next-order flow stays within 1 % and 2 % of the exact flow to a larger growth than the closed form.
+    w = m["approximation_window"]
+    for key in ("growth_at_1pct", "growth_at_2pct"):
+        assert w["closed_form"][key] is not None
+        assert w["next_order"][key] is None or w["next_order"][key] > w["closed_form"][key]
 
 
 def test_same_seed_same_numbers(default_run, tmp_path):

@@ -10,7 +10,9 @@ Conventions, the same for the toy tasks and for language models:
   similarities, the theory's prediction);
 * a :class:`Comparison` ``(name, a, b)`` compares two matrices by name, ``a`` and ``b`` each a weight
   similarity or a target; :func:`compare` returns the :func:`~probsig_jax.analysis.metrics.alignment_metrics`
-  of each, with the weak-pair precision and the chance level;
+  of each with, side by side, every metric's chance level and ceiling (closed forms) and, for Pearson and
+  Spearman, the Mantel permutation p-value and the bootstrap interval over tokens
+  (:mod:`probsig_jax.analysis.significance`);
 * :class:`AlignmentTracker` is the metrics-over-training hook: call it with a step and the current weights;
   it keeps the nested ``{token set: {comparison: metrics}}`` records (JSON-able, so a resumed run keeps them).
 
@@ -24,13 +26,20 @@ from typing import Any, Literal, NamedTuple, Sequence
 
 import numpy as np
 
+from probsig_jax.analysis.limits import metric_ceilings, metric_chance_levels
 from probsig_jax.analysis.metrics import alignment_metrics, cosine_similarity_matrix, weak_pair_precision
+from probsig_jax.analysis.significance import (bootstrap_correlations, bootstrap_interval, mantel_test,
+                                               pair_correlation_matrix, partial_correlation, partial_mantel_test)
 from probsig_jax.config_base import Config
-from probsig_jax.validation import require, require_float, require_int
+from probsig_jax.validation import require, require_float, require_int, require_seed
 
 SIMILARITY_KINDS = ("cosine_M", "cosine_Q", "hellinger_Q", "js_Q")
 TOKEN_SET_KINDS = ("keys", "top", "digits")
 MIN_STRONG_PAIRS = 5
+CORRELATIONS = ("pearson", "spearman")
+"""The metrics that get a Mantel p-value and a bootstrap interval."""
+LIMITED_METRICS = ("pearson", "spearman", "topk_overlap", "strong_pair_precision", "weak_pair_precision")
+"""The metrics reported with ``chance_<metric>`` and ``ceiling_<metric>``."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,10 @@ class AlignmentConfig(Config):
         top (the top_tokens most frequent tokens of a corpus), digits (the tokens 0..9).
       top_tokens: size of the top-frequency token set (the end-of-text token excluded).
       token_list: an extra token set (corpora): strings that are single tokens (others are skipped).
+      permutations: relabellings of the Mantel test of Pearson and Spearman (0: no test).
+      bootstrap: token-bootstrap resamples of the Pearson / Spearman interval (0: no interval).
+      confidence: level of the bootstrap interval.
+      statistics_seed: seed of the permutations and resamples.
     """
 
     similarity: Literal["cosine_M", "cosine_Q", "hellinger_Q", "js_Q"] = "cosine_M"
@@ -56,6 +69,10 @@ class AlignmentConfig(Config):
     token_sets: tuple[str, ...] = ("keys",)
     top_tokens: int = 100
     token_list: tuple[str, ...] = ()
+    permutations: int = 999
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    statistics_seed: int = 0
 
     def _check(self) -> None:
         require(self.similarity in SIMILARITY_KINDS, "similarity",
@@ -68,6 +85,11 @@ class AlignmentConfig(Config):
             require(kind in TOKEN_SET_KINDS, "token_sets", f"must be among {', '.join(TOKEN_SET_KINDS)}, got {kind!r}")
         require(len(set(self.token_sets)) == len(self.token_sets), "token_sets", f"has repeats: {self.token_sets}")
         require_int(self.top_tokens, "top_tokens", minimum=3, maximum=5000)
+        require_int(self.permutations, "permutations", minimum=0, maximum=100_000)
+        require_int(self.bootstrap, "bootstrap", minimum=0, maximum=100_000)
+        require_float(self.confidence, "confidence", minimum=0.5, maximum=1.0, strict_minimum=True)
+        require(self.confidence < 1.0, "confidence", f"must be in (0.5, 1), got {self.confidence}")
+        require_seed(self.statistics_seed, "statistics_seed")
 
     def check_token_set(self, token_set: "TokenSet") -> None:
         """Raise ConfigError (on ``topk``) when the set is too small for a meaningful top-k overlap: with
@@ -133,12 +155,34 @@ def similarity_from_gram(gram_VxV: Any, ids: Any) -> np.ndarray:
 
 
 def compare_one(S_a: np.ndarray, S_b: np.ndarray, config: AlignmentConfig) -> dict[str, float]:
-    """:func:`alignment_metrics` of ``S_a`` against ``S_b`` plus the weak-pair precision and the chance
-    level ``q / 100`` of the strong- and weak-pair precisions."""
+    """:func:`alignment_metrics` of ``S_a`` against ``S_b`` (``b`` = the signature side), the weak-pair
+    precision, and beside them:
+
+    * ``chance_<metric>`` and ``ceiling_<metric>`` for :data:`LIMITED_METRICS` (expected value under a random
+      relabelling of the tokens; expected value of an embedding equal to ``S_b`` up to tie-breaking);
+      ``chance_precision`` is the strong- / weak-pair chance level;
+    * for Pearson and Spearman: ``<metric>_p`` (Mantel, one-sided, ``config.permutations`` relabellings) and
+      ``<metric>_ci_low`` / ``<metric>_ci_high`` (token bootstrap, ``config.bootstrap`` resamples, percentile
+      interval at ``config.confidence``), left out when the count is 0.
+    """
     k, q = config.topk, config.strong_pair_percent
     metrics = alignment_metrics(S_a, S_b, k=k, q=q)
     metrics["weak_pair_precision"] = weak_pair_precision(S_a, S_b, q)
-    metrics["chance_precision"] = q / 100.0
+    chance = metric_chance_levels(S_a.shape[0], k=k, q=q)
+    ceiling = metric_ceilings(S_b, k=k, q=q)
+    metrics["chance_precision"] = chance["strong_pair_precision"]
+    for name in LIMITED_METRICS:
+        metrics[f"chance_{name}"] = chance[name]
+        metrics[f"ceiling_{name}"] = ceiling[name]
+    for i, method in enumerate(CORRELATIONS):
+        if config.permutations:
+            test = mantel_test(S_a, S_b, permutations=config.permutations, seed=config.statistics_seed + i,
+                               method=method)
+            metrics[f"{method}_p"] = test["p"]
+        if config.bootstrap:
+            samples = bootstrap_correlations([S_a, S_b], resamples=config.bootstrap, seed=config.statistics_seed,
+                                             method=method)[:, 0, 1]
+            metrics[f"{method}_ci_low"], metrics[f"{method}_ci_high"] = bootstrap_interval(samples, config.confidence)
     return metrics
 
 
@@ -193,6 +237,11 @@ class AlignmentTracker:
         return {s.name: compare({**weight_similarities(weights, s), **self.targets[s.name]}, comparisons, self.config)
                 for s in self.token_sets}
 
+    def weight_similarity(self, weights: dict[str, Any], name: str, token_set: str | None = None) -> np.ndarray:
+        """(n, n) similarity of weight ``name`` over a token set (default: the first)."""
+        s = next(t for t in self.token_sets if token_set is None or t.name == token_set)
+        return weight_similarities({name: weights[name]}, s)[name]
+
     def __call__(self, step: float, weights: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
         """Measure ``weights`` at ``step`` (a step count or a flow time) and record it."""
         alignment = self.measure(weights)
@@ -209,4 +258,92 @@ def alignment_series(history: Sequence[dict[str, Any]], token_set: str, comparis
     out: dict[str, list[float]] = {"step": [s for s, _ in rows]}
     for name in (rows[0][1] if rows else {}):
         out[name] = [m[name] for _, m in rows]
+    return out
+
+
+def side_specificity(weights: dict[str, np.ndarray], signatures: dict[str, np.ndarray],
+                     expected: dict[str, str], config: AlignmentConfig, *, alpha: float = 0.01) -> dict[str, Any]:
+    """Does each weight matrix follow its own side's signature rather than the other side's? (PAPER section 7)
+
+    The sharpest test the data allow: the input embedding should follow the next-token signature and the
+    unembedding the previous-token signature, and the two signatures are themselves correlated, so the table
+    also gives the partial correlations (each weight with one signature, the other held fixed).
+
+    Args:
+      weights: two ``name -> (n, n)`` weight similarities, e.g. ``{"W_E": ..., "W_U": ...}``.
+      signatures: two ``name -> (n, n)`` signature similarities, e.g. ``{"phi_next": ..., "phi_pre": ...}``.
+      expected: weight name -> the signature it should follow.
+      config: permutations, resamples, confidence and seed.
+      alpha: level of the Mantel tests behind ``holds``.
+
+    Returns:
+      ``pearson[w][s]`` and ``partial[w]["s | other"]``: ``{"r", "ci_low", "ci_high", "p"}`` (token bootstrap,
+      Mantel / partial Mantel); ``difference[w]``: r(w, own) - r(w, other) with its interval;
+      ``signature_correlation`` with its interval; per weight ``follows`` (the larger of its two correlations)
+      and ``holds``: its own-side difference interval lies above 0 and the partial correlation with its own
+      side has Mantel p < ``alpha``; ``holds`` overall: every weight holds (None without tests).
+    """
+    require(len(weights) == 2 and len(signatures) == 2, "side_specificity", "takes two weights and two signatures")
+    w_names, s_names = list(weights), list(signatures)
+    mats = [weights[w] for w in w_names] + [signatures[s] for s in s_names]
+    point = pair_correlation_matrix(mats)
+    boots = (bootstrap_correlations(mats, resamples=config.bootstrap, seed=config.statistics_seed)
+             if config.bootstrap else None)
+    level = config.confidence
+
+    def interval(samples) -> dict[str, float]:
+        if samples is None:
+            return {}
+        low, high = bootstrap_interval(samples, level)
+        return {"ci_low": low, "ci_high": high}
+
+    out: dict[str, Any] = {"pearson": {}, "partial": {}, "difference": {}, "follows": {}, "holds_for": {}}
+    for i, w in enumerate(w_names):
+        out["pearson"][w], out["partial"][w] = {}, {}
+        for j, s in enumerate(s_names, 2):
+            other = 5 - j                                       # the other signature's index (2 <-> 3)
+            entry = {"r": float(point[i, j]), **interval(None if boots is None else boots[:, i, j])}
+            if config.permutations:
+                entry["p"] = mantel_test(mats[i], mats[j], permutations=config.permutations,
+                                         seed=config.statistics_seed)["p"]
+            out["pearson"][w][s] = entry
+            part = {"r": float(partial_correlation(point[i, j], point[i, other], point[j, other])),
+                    **interval(None if boots is None else
+                               partial_correlation(boots[:, i, j], boots[:, i, other], boots[:, j, other]))}
+            if config.permutations:
+                part["p"] = partial_mantel_test(mats[i], mats[j], mats[other], permutations=config.permutations,
+                                                seed=config.statistics_seed)["p"]
+            out["partial"][w][f"{s} | {s_names[other - 2]}"] = part
+        own = expected[w]
+        j_own = 2 + s_names.index(own)
+        j_other = 5 - j_own
+        diff = {"value": float(point[i, j_own] - point[i, j_other]),
+                **interval(None if boots is None else boots[:, i, j_own] - boots[:, i, j_other])}
+        out["difference"][w] = {f"{own} - {s_names[j_other - 2]}": diff}
+        out["follows"][w] = s_names[int(np.argmax(point[i, 2:]))]
+        partial_own = out["partial"][w][f"{own} | {s_names[j_other - 2]}"]
+        if "ci_low" in diff and "p" in partial_own:
+            out["holds_for"][w] = bool(diff["ci_low"] > 0 and partial_own["p"] < alpha)
+        else:
+            out["holds_for"][w] = None
+    out["signature_correlation"] = {"r": float(point[2, 3]), **interval(None if boots is None else boots[:, 2, 3])}
+    verdicts = list(out["holds_for"].values())
+    out["holds"] = None if None in verdicts else all(verdicts)
+    out["alpha"] = alpha
+    out["expected"] = dict(expected)
+    return out
+
+
+def correlation_difference(weight: np.ndarray, predictor: np.ndarray, reference: np.ndarray,
+                           config: AlignmentConfig) -> dict[str, float]:
+    """``r(weight, predictor) - r(weight, reference)`` (Pearson over pairs) with its token-bootstrap interval
+    (``value``, ``ci_low``, ``ci_high``; the interval is left out when ``config.bootstrap`` is 0): what a
+    predictor adds over a reference, e.g. the theory's prediction over the signature it is built from."""
+    mats = [weight, predictor, reference]
+    point = pair_correlation_matrix(mats)
+    out = {"value": float(point[0, 1] - point[0, 2]), "r_predictor": float(point[0, 1]),
+           "r_reference": float(point[0, 2])}
+    if config.bootstrap:
+        boots = bootstrap_correlations(mats, resamples=config.bootstrap, seed=config.statistics_seed)
+        out["ci_low"], out["ci_high"] = bootstrap_interval(boots[:, 0, 1] - boots[:, 0, 2], config.confidence)
     return out

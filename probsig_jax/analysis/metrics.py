@@ -11,7 +11,12 @@ itself).  Conventions used throughout:
 
 * "pairs" are the strict upper-triangle entries ``(i, j)`` with ``i < j``, in row-major
   order (see :func:`offdiagonal`);
-* ranking ties are broken deterministically by a stable sort (earlier index first);
+* **ties are never broken by token index**: a top-k (top-c) selection with ties at its boundary is scored by
+  its expected value under a uniformly random tie-breaking, computed exactly from each item's inclusion
+  probability (1 above the boundary value, ``need / tied`` on it, 0 below; values within
+  ``TIE_TOLERANCE`` times the largest magnitude are one tie). For two independent selections
+  ``E|A ∩ B| = sum_j P(j in A) P(j in B)``;
+* every metric has a **ceiling** and a **chance level** in closed form (:mod:`probsig_jax.analysis.limits`);
 * correlations of constant input are ``nan`` (undefined), never a warning.
 
 Bad input raises :class:`probsig_jax.validation.ConfigError` naming the argument and
@@ -38,7 +43,16 @@ __all__ = [
     "strong_pair_correlation",
     "weak_pair_precision",
     "alignment_metrics",
+    "topk_inclusion",
+    "top_inclusion",
+    "TIE_TOLERANCE",
+    "snap_ties",
+    "midranks",
 ]
+
+TIE_TOLERANCE = 1e-10
+"""Values closer than this times the largest magnitude compared are one tie (float64 rounding of equal
+signatures gives differences around 1e-16)."""
 
 
 # ---------------------------------------------------------------------------
@@ -109,9 +123,35 @@ def _top_count(q: float, num_pairs: int) -> int:
     return min(num_pairs, max(1, int(round(q / 100.0 * num_pairs))))
 
 
-def _top_indices(values: np.ndarray, count: int) -> np.ndarray:
-    """Indices of the ``count`` largest entries of a 1-D array (stable: ties -> lower index)."""
-    return np.argsort(-values, kind="stable")[:count]
+def _inclusion(values_NxM: np.ndarray, count: int) -> np.ndarray:
+    """Row-wise probability that each entry is among the row's ``count`` largest under random tie-breaking.
+
+    ``values_NxM`` may hold ``-inf`` for excluded entries (the diagonal). Returns (N, M) probabilities that sum
+    to ``count`` in every row."""
+    finite = values_NxM[np.isfinite(values_NxM)]
+    tol = TIE_TOLERANCE * max(1.0, float(np.abs(finite).max()) if finite.size else 1.0)
+    kth = -np.sort(-values_NxM, axis=1)[:, count - 1:count]
+    sure = values_NxM > kth + tol
+    tied = np.abs(values_NxM - kth) <= tol
+    need = count - sure.sum(axis=1, keepdims=True)
+    return sure + tied * (need / tied.sum(axis=1, keepdims=True))
+
+
+def top_inclusion(values: Any, count: int) -> np.ndarray:
+    """(P,) probability that each entry of a 1-D array is among its ``count`` largest (random tie-breaking)."""
+    v = _as_float_array(values, "values", 1)
+    require(1 <= int(count) <= v.size, "count", f"must be in [1, {v.size}], got {count}")
+    return _inclusion(v[None, :], int(count))[0]
+
+
+def topk_inclusion(S: Any, k: int) -> np.ndarray:
+    """(n, n) probability that token ``j`` is among token ``i``'s ``k`` nearest neighbours under ``S`` (self
+    excluded, random tie-breaking); every row sums to ``k``."""
+    m = _square(S, "S", 2)
+    k = _check_k(k, m.shape[0])
+    masked = m.copy()
+    np.fill_diagonal(masked, -np.inf)
+    return _inclusion(masked, k)
 
 
 # ---------------------------------------------------------------------------
@@ -177,15 +217,36 @@ def pearson(a: Any, b: Any) -> float:
     return float(scipy.stats.pearsonr(x, y)[0])
 
 
+def snap_ties(values: Any) -> np.ndarray:
+    """``values`` (1-D) with every run of values less than ``TIE_TOLERANCE`` times the largest magnitude
+    apart set to the run's smallest value, so rounding differences of equal quantities rank as ties."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return v.copy()
+    order = np.argsort(v, kind="stable")
+    sorted_v = v[order]
+    tol = TIE_TOLERANCE * max(1.0, float(np.abs(v).max()))
+    starts = np.r_[True, np.diff(sorted_v) > tol]
+    out = np.empty_like(v)
+    out[order] = sorted_v[starts][np.cumsum(starts) - 1]
+    return out
+
+
+def midranks(values: Any) -> np.ndarray:
+    """Average ranks (1-based) of ``values`` with ties (up to ``TIE_TOLERANCE``) sharing their mean rank."""
+    return scipy.stats.rankdata(snap_ties(values), method="average")
+
+
 def spearman(a: Any, b: Any) -> float:
-    """Spearman rank correlation of two 1-D arrays of equal length ``>= 2``.
+    """Spearman rank correlation of two 1-D arrays of equal length ``>= 2`` (ties, up to
+    ``TIE_TOLERANCE``, get mid-ranks).
 
     Returns ``nan`` (without a warning) when either input is constant.
     """
     x, y = _check_vectors(a, b)
     if np.ptp(x) == 0.0 or np.ptp(y) == 0.0:
         return float("nan")
-    return float(scipy.stats.spearmanr(x, y)[0])
+    return float(np.corrcoef(midranks(x), midranks(y))[0, 1])
 
 
 # ---------------------------------------------------------------------------
@@ -193,19 +254,14 @@ def spearman(a: Any, b: Any) -> float:
 # ---------------------------------------------------------------------------
 
 
-def _neighbours(S: np.ndarray, k: int) -> np.ndarray:
-    """``(n, k)`` indices of each row's ``k`` most similar other tokens (self excluded)."""
-    masked = S.copy()
-    np.fill_diagonal(masked, -np.inf)
-    return np.argsort(-masked, axis=1, kind="stable")[:, :k]
-
-
 def topk_neighbour_overlap(S_a: Any, S_b: Any, k: int) -> float:
     """Mean top-``k`` nearest-neighbour overlap between two similarity matrices.
 
     For each token ``i`` take its ``k`` most similar other tokens (``i`` itself is
     excluded) under ``S_a`` and under ``S_b``; the score is the mean over ``i`` of
-    ``|N_a(i) ∩ N_b(i)| / k``.  1 means identical neighbourhoods.
+    ``|N_a(i) ∩ N_b(i)| / k``.  1 means identical neighbourhoods. With ties at a row's k-th value the
+    overlap is its expectation under random tie-breaking (module docstring), so it can stay below 1 for
+    identical tied matrices (:func:`metric_ceilings`).
 
     Args:
         S_a, S_b: ``(n, n)`` similarity matrices, ``n >= 2``.
@@ -216,8 +272,7 @@ def topk_neighbour_overlap(S_a: Any, S_b: Any, k: int) -> float:
     """
     a, b = _pair(S_a, S_b, "S_a", "S_b", 2)
     k = _check_k(k, a.shape[0])
-    na, nb = _neighbours(a, k), _neighbours(b, k)
-    hits = [np.intersect1d(ra, rb).size for ra, rb in zip(na, nb)]
+    hits = np.sum(topk_inclusion(a, k) * topk_inclusion(b, k), axis=1)
     return float(np.mean(hits) / k)
 
 
@@ -226,7 +281,8 @@ def strong_pair_precision(S_emb: Any, S_sig: Any, q: float) -> float:
 
     With ``P = n (n - 1) / 2`` off-diagonal pairs and
     ``c = max(1, round(q / 100 * P))``, take the top-``c`` pairs by ``S_sig`` and the
-    top-``c`` pairs by ``S_emb``; return ``|intersection| / c``.
+    top-``c`` pairs by ``S_emb``; return ``|intersection| / c`` (its expectation under random tie-breaking
+    when either selection has ties at its boundary).
 
     Args:
         S_emb, S_sig: ``(n, n)`` similarity matrices, ``n >= 2``.
@@ -239,9 +295,7 @@ def strong_pair_precision(S_emb: Any, S_sig: Any, q: float) -> float:
     qf = _check_q(q)
     pe, ps = offdiagonal(e), offdiagonal(s)
     count = _top_count(qf, ps.size)
-    top_sig = _top_indices(ps, count)
-    top_emb = _top_indices(pe, count)
-    return float(np.intersect1d(top_sig, top_emb).size / count)
+    return float(np.sum(top_inclusion(ps, count) * top_inclusion(pe, count)) / count)
 
 
 def weak_pair_precision(S_emb: Any, S_sig: Any, q: float) -> float:
@@ -256,9 +310,10 @@ def weak_pair_precision(S_emb: Any, S_sig: Any, q: float) -> float:
 def strong_pair_correlation(S_emb: Any, S_sig: Any, q: float) -> float:
     """Pearson correlation of ``S_emb`` vs ``S_sig`` on the top ``q`` percent pairs by ``S_sig``.
 
-    The pair count is ``max(1, round(q / 100 * P))`` as in :func:`strong_pair_precision`.
-    Returns ``nan`` when fewer than 2 pairs are selected or either side is constant
-    on the selected pairs.
+    The pair count is ``max(1, round(q / 100 * P))`` as in :func:`strong_pair_precision`. Pairs tied at the
+    boundary enter with their inclusion probability as weight (a weighted Pearson), so no pair is chosen by
+    its index. Returns ``nan`` when fewer than 2 pairs are selected or either side is constant on the
+    selected pairs.
 
     Args:
         S_emb, S_sig: ``(n, n)`` similarity matrices, ``n >= 2``.
@@ -270,8 +325,13 @@ def strong_pair_correlation(S_emb: Any, S_sig: Any, q: float) -> float:
     count = _top_count(qf, ps.size)
     if count < 2:
         return float("nan")
-    idx = _top_indices(ps, count)
-    return pearson(pe[idx], ps[idx])
+    w = top_inclusion(ps, count)
+    keep = w > 0
+    x, y, w = pe[keep], ps[keep], w[keep]
+    if np.ptp(x) == 0.0 or np.ptp(y) == 0.0:
+        return float("nan")
+    xc, yc = x - np.average(x, weights=w), y - np.average(y, weights=w)
+    return float(np.sum(w * xc * yc) / np.sqrt(np.sum(w * xc**2) * np.sum(w * yc**2)))
 
 
 def alignment_metrics(S_emb: Any, S_sig: Any, *, k: int = 5, q: float = 10.0) -> dict[str, float]:

@@ -109,7 +109,8 @@ def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], *, ax: Axes | 
                 xlabel: str = TIME_LABEL, ylabel: str = "loss", title: str | None = None, logy: bool = True,
                 logx: bool = False, marker: str | None = None, styles: dict[str, dict] | None = None,
                 vlines: dict[str, float] | None = None, hlines: dict[str, float] | None = None,
-                ylim: tuple[float, float] | None = None) -> Axes:
+                ylim: tuple[float, float] | None = None,
+                bands: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Axes:
     """One line per entry: loss, accuracy, error or alignment against time, or a metric against a swept value.
 
     Args:
@@ -122,13 +123,23 @@ def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], *, ax: Axes | 
         vlines: ``label -> x`` dashed vertical markers (e.g. a predicted escape time), each in the legend.
         hlines: ``label -> y`` dotted horizontal markers (e.g. a 2 % threshold), each in the legend.
         ylim: optional y range.
+        bands: optional ``label -> (low, high)``: a shaded interval around that entry's curve (same x), e.g.
+            a bootstrap interval or a spread over seeds.
     """
     data = _xy_curves(curves, "curves")
+    require(bands is None or isinstance(bands, dict), "bands", "must be a dict label -> (low, high) or None")
+    for label, band in (bands or {}).items():
+        require(label in data, "bands", f"names a curve that is not drawn: {label!r}")
+        require(len(band) == 2 and all(np.shape(b) == data[label][0].shape for b in band), "bands",
+                f"{label!r} must be (low, high), each shaped like its curve's x {data[label][0].shape}")
     for name, marks in (("vlines", vlines), ("hlines", hlines)):
         require(marks is None or isinstance(marks, dict), name, "must be a dict label -> position or None")
     ax = _axes(ax)
     for label, (x, y) in data.items():
-        ax.plot(x, y, **{"label": label, "lw": 1.5, "marker": marker, **(styles or {}).get(label, {})})
+        line, = ax.plot(x, y, **{"label": label, "lw": 1.5, "marker": marker, **(styles or {}).get(label, {})})
+        if label in (bands or {}):
+            low, high = (np.asarray(b, dtype=float) for b in bands[label])
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, lw=0)
     for i, (label, x) in enumerate((vlines or {}).items()):
         ax.axvline(float(x), color="k" if i == 0 else f"C{(i + len(data)) % 10}", ls="--", lw=1.0, label=str(label))
     for label, y in (hlines or {}).items():

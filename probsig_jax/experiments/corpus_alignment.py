@@ -24,10 +24,12 @@ import numpy as np
 
 from probsig_jax.analysis import plots
 from probsig_jax.analysis.alignment import (AlignmentConfig, AlignmentTracker, Comparison, TokenSet, compare,
-                                            strong_pair_finding, weight_similarities)
+                                            correlation_difference, side_specificity, strong_pair_finding,
+                                            weight_similarities)
 from probsig_jax.analysis.geometry import cluster_order
 from probsig_jax.analysis.metrics import offdiagonal, pearson, spearman
 from probsig_jax.config_base import Config
+from probsig_jax.experiments.report import interval_text, with_interval
 from probsig_jax.corpus.token_sets import select_token_sets
 from probsig_jax.corpus.vocab import VocabularyMap
 from probsig_jax.signatures.corpus import CorpusPairCounts, count_context_pairs, signature_similarity
@@ -46,8 +48,15 @@ TRAINING_COMPARISONS = (
     Comparison("embedding_vs_theory", "embedding", "theory_embedding"),
     Comparison("unembedding_vs_signature", "unembedding", "output_signature"),
     Comparison("unembedding_vs_theory", "unembedding", "theory_unembedding"),
+    Comparison("embedding_vs_output_signature", "embedding", "output_signature"),
+    Comparison("unembedding_vs_input_signature", "unembedding", "input_signature"),
 )
-"""The weights-vs-targets rows of every table (and of the curves over training)."""
+"""The weights-vs-targets rows of every table (and of the curves over training); the last two are the other
+side's signature, the control of the side-specificity test."""
+SIDE_WEIGHTS = {"W_E": "embedding", "W_U": "unembedding"}
+SIDE_SIGNATURES = {"phi_next": "input_signature", "phi_pre": "output_signature"}
+SIDE_EXPECTED = {"W_E": "phi_next", "W_U": "phi_pre"}
+"""The side-specificity test: W_E should follow the next-token signature, W_U the previous-token one."""
 THEORY_COMPARISONS = (
     Comparison("theory_embedding_vs_signature", "theory_embedding", "input_signature"),
     Comparison("theory_unembedding_vs_signature", "theory_unembedding", "output_signature"),
@@ -118,9 +127,18 @@ class CorpusAlignment:
         tables = self.tracker().measure(weights)
         out = {}
         for s in self.token_sets:
+            targets, sims = self.targets[s.name], weight_similarities(weights, s)
             out[s.name] = {"num_tokens": len(s.ids), "tokens": list(s.labels), key: tables[s.name],
-                           "theory_vs_signature": compare(self.targets[s.name], THEORY_COMPARISONS, self.config),
-                           "strong_pairs": strong_pair_finding(tables[s.name]["embedding_vs_signature"])}
+                           "theory_vs_signature": compare(targets, THEORY_COMPARISONS, self.config),
+                           "strong_pairs": strong_pair_finding(tables[s.name]["embedding_vs_signature"]),
+                           "side_specificity": side_specificity(
+                               {w: sims[name] for w, name in SIDE_WEIGHTS.items()},
+                               {sig: targets[name] for sig, name in SIDE_SIGNATURES.items()}, SIDE_EXPECTED,
+                               self.config),
+                           "theory_added_value": {
+                               w: correlation_difference(sims[name], targets[f"theory_{name}"],
+                                                         targets[f"{side}_signature"], self.config)
+                               for (w, name), side in zip(SIDE_WEIGHTS.items(), ("input", "output"))}}
         return out
 
 
@@ -231,8 +249,30 @@ def corpus_summary_lines(metrics: dict[str, Any]) -> list[str]:
         t = block[kind]
         e, th, u = t["embedding_vs_signature"], t["embedding_vs_theory"], t["unembedding_vs_signature"]
         sp = block["strong_pairs"]
-        lines.append(f"{name} ({block['num_tokens']} tokens): W_E vs phi_next Pearson {e['pearson']:.3f} Spearman "
-                     f"{e['spearman']:.3f} top-k {e['topk_overlap']:.3f}; W_E vs theory Pearson {th['pearson']:.3f}; "
-                     f"W_U vs phi_pre Pearson {u['pearson']:.3f}; strong-pair precision {sp['strong_pair_precision']:.3f}"
+        lines.append(f"{name} ({block['num_tokens']} tokens): W_E vs phi_next Pearson {with_interval(e, 'pearson')} "
+                     f"Spearman {with_interval(e, 'spearman')} top-k {e['topk_overlap']:.3f} (chance "
+                     f"{e['chance_topk_overlap']:.3f}, ceiling {e['ceiling_topk_overlap']:.3f}); W_U vs phi_pre "
+                     f"Pearson {with_interval(u, 'pearson')}; strong-pair precision {sp['strong_pair_precision']:.3f}"
                      f" vs weak {sp['weak_pair_precision']:.3f} (chance {sp['chance_precision']:.3f}): {sp['statement']}")
+        lines.append(side_specificity_line(name, block["side_specificity"]))
+        added = block["theory_added_value"]["W_E"]
+        lines.append(f"{name}: W_E vs theory Pearson {with_interval(th, 'pearson')}; the theory's prediction is built "
+                     f"from the signatures (at small growth it is their cosine up to the rank-{metrics['theory']['rank']} "
+                     f"truncation, by construction), so what it adds is r(W_E, theory) - r(W_E, phi_next) = "
+                     f"{added['value']:+.3f}{interval_text(added)}")
     return lines
+
+
+def side_specificity_line(name: str, table: dict[str, Any]) -> str:
+    """One line of the side-specificity test (:func:`~probsig_jax.analysis.alignment.side_specificity`)."""
+    parts = []
+    for w, row in table["pearson"].items():
+        cells = ", ".join(f"vs {s} {entry['r']:.3f}{interval_text(entry)}" for s, entry in row.items())
+        partial = "; ".join(f"partial {k} {v['r']:.3f}" + (f" p={v['p']:.3g}" if "p" in v else "")
+                            for k, v in table["partial"][w].items())
+        verdict = table["holds_for"][w]
+        parts.append(f"{w} {cells} ({partial}; follows {table['follows'][w]}"
+                     + ("" if verdict is None else f", own side {'confirmed' if verdict else 'NOT confirmed'}") + ")")
+    sig = table["signature_correlation"]
+    return (f"{name} side specificity (phi_next vs phi_pre correlate {sig['r']:.3f}{interval_text(sig)}): "
+            + " | ".join(parts))

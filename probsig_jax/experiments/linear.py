@@ -17,8 +17,8 @@ import numpy as np
 from flax import nnx
 
 from probsig_jax.analysis import plots
-from probsig_jax.analysis.alignment import AlignmentConfig, AlignmentTracker, Comparison, alignment_series, compare
-from probsig_jax.analysis.alignment import similarity_from_gram
+from probsig_jax.analysis.alignment import (AlignmentConfig, AlignmentTracker, Comparison, alignment_series, compare,
+                                            correlation_difference, similarity_from_gram)
 from probsig_jax.analysis.geometry import pca_projection
 from probsig_jax.analysis.metrics import offdiagonal
 from probsig_jax.analysis.trajectories import (joint_relative_error, last_index_within, norm_growth,
@@ -26,6 +26,7 @@ from probsig_jax.analysis.trajectories import (joint_relative_error, last_index_
 from probsig_jax.config_base import Config
 from probsig_jax.data import CompositeAdditionConfig, TaskData
 from probsig_jax.experiments import Experiment
+from probsig_jax.experiments.report import interval_text, with_interval
 from probsig_jax.experiments.toy_tasks import (ALIGNMENT_OPTIONS_UNUSED, TOY_ALIGNMENT, Preset, TaskResultView,
                                                TaskSignatures, check_toy_alignment, resolve_data, task_signatures)
 from probsig_jax.models.linear import LinearEmbeddingModel, token_gram, token_rows
@@ -107,7 +108,7 @@ class LinearTheoryResult(TaskResultView):
     config: LinearExperimentConfig
     signatures: TaskSignatures
     times: np.ndarray
-    trajectories: dict[str, tuple[np.ndarray, np.ndarray]]   # "gd" | "flow" | "closed_form" -> (E_T, U_T)
+    trajectories: dict[str, tuple[np.ndarray, np.ndarray]]   # "gd" | "flow" | "closed_form" | "next_order"
     losses: dict[str, np.ndarray]
     rel_err: dict[str, np.ndarray]
     growth: np.ndarray
@@ -149,6 +150,11 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False, ta
                                            rtol=config.ode_rtol, atol=config.ode_rtol * 1e-2)
         E_fl, U_fl = np.asarray(E_fl), np.asarray(U_fl)
         timings["integrated_flow_s"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        E_no, U_no = theory.integrate_flow(data, E0, U0, times, positional=positional, order="next_order",
+                                           rtol=config.ode_rtol, atol=config.ode_rtol * 1e-2)
+        E_no, U_no = np.asarray(E_no), np.asarray(U_no)
+        timings["next_order_flow_s"] = time.perf_counter() - tic
         E_gd, U_gd = gd.weights["E"], gd.weights["U"]
 
         losses = {
@@ -163,8 +169,12 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False, ta
         "gradient descent vs integrated flow": joint_relative_error(E_gd, U_gd, E_fl, U_fl),
         "closed form vs gradient descent": joint_relative_error(E_cf, U_cf, E_gd, U_gd),
         "closed form vs integrated flow": joint_relative_error(E_cf, U_cf, E_fl, U_fl),
+        "next order vs integrated flow": joint_relative_error(E_no, U_no, E_fl, U_fl),
     }
     growth = norm_growth(E_gd, E0)
+    flow_growth = norm_growth(E_fl, E0)
+    windows = {name: approximation_window(rel_err[f"{label} vs integrated flow"], flow_growth, times)
+               for name, label in (("closed_form", "closed form"), ("next_order", "next order"))}
     early = last_index_within(growth, config.early_growth)
     align = last_index_within(growth, config.alignment_growth)
 
@@ -201,6 +211,8 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False, ta
         "alignment_time": float(times[align]),
         "alignment_growth": float(growth[align]),
         "final_growth": float(growth[-1]),
+        # How far (in weight growth of the exact flow) each truncated flow stays within 1 % / 2 % of it.
+        "approximation_window": windows,
         "alignment": at[align][EMBEDDING_VS_SIGNATURE.name],
         "alignment_early_phase_end": at[early][EMBEDDING_VS_SIGNATURE.name],
         "alignment_final": at[len(times) - 1][EMBEDDING_VS_SIGNATURE.name],
@@ -209,6 +221,9 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False, ta
         "alignment_predicted_gram": at[align][EMBEDDING_VS_THEORY.name],
         "alignment_theory_vs_signature": compare(targets, [THEORY_VS_SIGNATURE], config.alignment)[
             THEORY_VS_SIGNATURE.name],
+        # r(embedding, theory) - r(embedding, signature) at the alignment time, with its token-bootstrap interval.
+        "theory_added_value": correlation_difference(tracker.weight_similarity(embedding(align), "embedding"),
+                                                     S_pred, sig.signature_sim, config.alignment),
         "signature_similarity": config.alignment.similarity,
         "singular_values_M": np.asarray(modes.S[:10]).tolist(),
         "num_train_rows": data.num_samples,
@@ -217,7 +232,23 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False, ta
         "timings": timings,
     }
     return LinearTheoryResult(config, sig, times, {"gd": (E_gd, U_gd), "flow": (E_fl, U_fl),
-                              "closed_form": (E_cf, U_cf)}, losses, rel_err, growth, early, align, S_pred, metrics)
+                              "closed_form": (E_cf, U_cf), "next_order": (E_no, U_no)}, losses, rel_err, growth,
+                              early, align, S_pred, metrics)
+
+
+APPROXIMATION_THRESHOLDS = (0.01, 0.02)
+
+
+def approximation_window(rel_err_T: np.ndarray, growth_T: np.ndarray, times: np.ndarray) -> dict[str, Any]:
+    """Where an approximation first leaves the exact flow by more than 1 % and 2 %: ``growth_at_<p>pct`` (the
+    exact flow's ||E_t|| / ||E_0|| there) and ``time_at_<p>pct``; None when it never does in the run."""
+    out: dict[str, Any] = {}
+    for threshold in APPROXIMATION_THRESHOLDS:
+        above = np.flatnonzero(np.asarray(rel_err_T) > threshold)
+        key = f"{round(threshold * 100)}pct"
+        out[f"growth_at_{key}"] = float(growth_T[above[0]]) if above.size else None
+        out[f"time_at_{key}"] = float(times[above[0]]) if above.size else None
+    return out
 
 
 def write_linear_outputs(result: LinearTheoryResult, out_dir: Path) -> list[Path]:
@@ -231,7 +262,8 @@ def write_linear_outputs(result: LinearTheoryResult, out_dir: Path) -> list[Path
     figs = [plots.save(plots.plot_curves({k: (times, v) for k, v in result.losses.items()}, logy=False,
                                          vlines=escape), out_dir / "loss.png")]
     figs.append(plots.save(plots.plot_curves(
-        {k: (times[1:], v[1:]) for k, v in result.rel_err.items()}, ylabel="relative error", hlines={"2 %": 0.02},
+        {k: (times[1:], v[1:]) for k, v in result.rel_err.items()}, ylabel="relative error",
+        hlines={"1 %": 0.01, "2 %": 0.02},
         vlines={**escape, f"growth {cfg.early_growth:g}x": times[early]}), out_dir / "relative_error.png"))
     S_align, S_early, S_final = (result.key_similarity(E_gd[i]) for i in (align, early, -1))
     figs.append(plots.save(plots.plot_similarity_heatmaps(
@@ -267,18 +299,33 @@ def write_linear_outputs(result: LinearTheoryResult, out_dir: Path) -> list[Path
     return figs
 
 
+def _growth(g: float | None) -> str:
+    return "the end of the run" if g is None else f"{g:.1f}x"
+
+
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     a, measured = metrics["alignment"], metrics["escape_time_measured"]
+    w, added = metrics["approximation_window"], metrics["theory_added_value"]
     return [
         f"final loss {metrics['final_loss']:.4f} (initial {metrics['initial_loss']:.4f})",
         f"closed form vs GD, max rel. error until growth {metrics['early_phase_growth']:.1f}x: "
         f"{metrics['closed_form_rel_err']:.3%}",
         f"integrated flow vs GD, max rel. error over the run: {metrics['flow_rel_err']:.3%}",
+        "against the exact flow, the closed form stays within 1 % / 2 % up to growth "
+        f"{_growth(w['closed_form']['growth_at_1pct'])} / {_growth(w['closed_form']['growth_at_2pct'])}, the "
+        f"next-order flow up to {_growth(w['next_order']['growth_at_1pct'])} / "
+        f"{_growth(w['next_order']['growth_at_2pct'])}",
         f"escape time predicted {metrics['escape_time_predicted']:.1f}, measured "
         f"{measured if measured is None else round(measured, 1)}",
         f"key embedding vs signature similarity at t={metrics['alignment_time']:.0f} "
-        f"(growth {metrics['alignment_growth']:.1f}x): Pearson {a['pearson']:.3f}, Spearman {a['spearman']:.3f}, "
-        f"top-{int(a['k'])} overlap {a['topk_overlap']:.3f}, strong-pair precision {a['strong_pair_precision']:.3f}",
+        f"(growth {metrics['alignment_growth']:.1f}x): Pearson {with_interval(a, 'pearson')} (ceiling 1), Spearman "
+        f"{with_interval(a, 'spearman')} (ceiling {a['ceiling_spearman']:.3f}), top-{int(a['k'])} overlap "
+        f"{a['topk_overlap']:.3f} (chance {a['chance_topk_overlap']:.3f}, ceiling {a['ceiling_topk_overlap']:.3f}), "
+        f"strong-pair precision {a['strong_pair_precision']:.3f} (chance {a['chance_strong_pair_precision']:.3f}, "
+        f"ceiling {a['ceiling_strong_pair_precision']:.3f})",
+        f"the theory's expected Gram (from M alone, the same initialisation statistics) vs the embedding: Pearson "
+        f"{with_interval(metrics['alignment_predicted_gram'], 'pearson')}; over the signature: "
+        f"{added['value']:+.3f}{interval_text(added)}",
     ]
 
 

@@ -199,15 +199,27 @@ def resume_record(config: LLMExperimentConfig) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in RESUME_IGNORED}
 
 
-def _metric_curves(evals: list[dict[str, Any]], set_name: str, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    curves = {}
-    for comparison in TRAINING_COMPARISONS:
-        series = alignment_series(evals, set_name, comparison.name)
-        points = [(s, v) for s, v in zip(series["step"], series.get(key, [])) if v == v]
-        if points:
-            steps, values = zip(*points)
-            curves[comparison.name.replace("_", " ")] = (np.asarray(steps, float), np.asarray(values, float))
-    return curves
+SIDE_CURVES = {"W_E vs phi_next": "embedding_vs_signature", "W_E vs phi_pre": "embedding_vs_output_signature",
+               "W_U vs phi_pre": "unembedding_vs_signature", "W_U vs phi_next": "unembedding_vs_input_signature"}
+"""The side-specificity figure: each weight against both sides' signatures over training."""
+
+
+def _metric_curves(evals: list[dict[str, Any]], set_name: str, key: str, comparisons: dict[str, str]
+                   ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """``(curves, bands)`` of metric ``key`` over the evaluations, per ``label -> comparison name``; bands are
+    the bootstrap intervals where the records have them."""
+    curves, bands = {}, {}
+    for label, comparison in comparisons.items():
+        series = alignment_series(evals, set_name, comparison)
+        columns = [series.get(key, []), series.get(f"{key}_ci_low", []), series.get(f"{key}_ci_high", [])]
+        rows = [(s, *vals) for s, *vals in zip(series["step"], *[c or [np.nan] * len(series["step"]) for c in columns])
+                if vals[0] == vals[0]]
+        if rows:
+            steps, values, low, high = (np.asarray(c, float) for c in zip(*rows))
+            curves[label] = (steps, values)
+            if np.all(np.isfinite(low)) and np.all(np.isfinite(high)):
+                bands[label] = (low, high)
+    return curves, bands
 
 
 def write_llm_outputs(result: LLMResult, out: Path) -> list[Path]:
@@ -222,12 +234,20 @@ def write_llm_outputs(result: LLMResult, out: Path) -> list[Path]:
     figures.append(plots.save(plots.plot_curves(curves, xlabel="step", ylabel="next-token loss (nats)"),
                               out / "loss.png"))
     for s in result.alignment.token_sets:
+        every = {c.name.replace("_", " "): c.name for c in TRAINING_COMPARISONS}
         for key, label in (("pearson", "Pearson r"), ("strong_pair_precision", "strong-pair precision")):
-            c = _metric_curves(evals, s.name, key)
+            c, bands = _metric_curves(evals, s.name, key, every)
             if c:
                 figures.append(plots.save(plots.plot_curves(c, xlabel="step", ylabel=f"{label}, {s.name} tokens",
-                                                            logy=False, marker="o"),
+                                                            logy=False, marker="o", bands=bands),
                                           out / f"alignment_{s.name}_{key}.png"))
+        c, bands = _metric_curves(evals, s.name, "pearson", SIDE_CURVES)
+        if c:
+            figures.append(plots.save(plots.plot_curves(
+                c, xlabel="step", ylabel=f"Pearson r, {s.name} tokens", logy=False, marker="o", bands=bands,
+                styles={k: {"ls": "--"} for k in ("W_E vs phi_pre", "W_U vs phi_next")},
+                title="side specificity (dashed: the other side; bands: bootstrap)"),
+                out / f"side_specificity_{s.name}.png"))
     figures += write_alignment_figures(out, result.alignment, result.final_weights, weights_label="trained")
     snapshots = result.digit_snapshots()
     if snapshots:
