@@ -59,3 +59,11 @@ def test_corpus_pipeline_benchmark_quick(tmp_path):
     assert set(top) == {"arpack", "randomized", "dense numpy.linalg.svd"}
     assert top["randomized"] == pytest.approx(top["arpack"], rel=1e-8)
     assert top["dense numpy.linalg.svd"] == pytest.approx(top["arpack"], rel=1e-8)
+
+
+def test_alignment_statistics_benchmark_quick(tmp_path):
+    """Quick run: ours and the loops agree on the same permutations and resamples."""
+    summary = run_quick("alignment_statistics.py", tmp_path / "stats.json")["summary"]
+    assert summary["max_abs_diff_mantel_null_vs_loop"] < 1e-6
+    assert summary["max_abs_diff_bootstrap_vs_loop"] < 1e-12
+    assert summary["mantel_p"] <= 0.01 and summary["bootstrap_ci95"][0] < summary["observed_pearson"]

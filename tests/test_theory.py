@@ -506,3 +506,14 @@ def test_theory_helpers_reject_bad_inputs(simple_task):
     with pytest.raises(ConfigError) as e:
         th.linear_model_loss(simple_task, np.zeros((2, V)), np.zeros((V, 3)))
     assert _field(e) == "U"
+
+
+def test_next_order_check_rejects_a_wrong_formula(monkeypatch):
+    """The softmax-series check of the next-order gradient fails for a formula missing the centring term."""
+    import dataclasses
+
+    from probsig_jax.theory import derivation as D
+    assert D._next_order_from_softmax_series_check()
+    wrong = dataclasses.replace(D.derive_linear_flow(), next_order_gradient_matrix=D.M - D.u * D.U * D.E * D.Sigma)
+    monkeypatch.setattr(D, "derive_linear_flow", lambda: wrong)
+    assert not D._next_order_from_softmax_series_check()

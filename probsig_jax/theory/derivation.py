@@ -138,6 +138,38 @@ def _closed_form_solves_ode_check() -> bool:
     return resA == sp.zeros(2, 1) and resB == sp.zeros(2, 1) and at0 == (sp.zeros(2, 1), sp.zeros(2, 1))
 
 
+def _next_order_from_softmax_series_check(vocab: int = 3, features: int = 2, width: int = 2) -> bool:
+    """The next-order gradient matrix is the softmax series of the exact one, not a typed-in formula.
+
+    On an explicit model with two weighted samples, the exact ``G = sum_i w_i (e_{y_i} - softmax(lam U E c_i))
+    c_i^T`` is expanded in the logit scale ``lam`` to first order and compared entry by entry with
+    ``next_order_gradient_matrix`` evaluated at ``U -> lam U`` (``M = sum_i w_i (e_{y_i} - u 1) c_i^T``,
+    ``Sigma_c = sum_i w_i c_i c_i^T``, ``u = 1 / V``)."""
+    lam = sp.Symbol("lambda", positive=True)
+    Ex = sp.Matrix(width, features, lambda i, j: sp.Symbol(f"e_{i}{j}", real=True))
+    Ux = sp.Matrix(vocab, width, lambda i, j: sp.Symbol(f"w_{i}{j}", real=True))
+    samples = [(sp.Matrix(features, 1, lambda k, _: sp.Symbol(f"c{n}_{k}", real=True)), n % vocab,
+                sp.Symbol(f"omega_{n}", positive=True)) for n in range(2)]
+    one_x = sp.ones(vocab, 1)
+    uu = sp.Rational(1, vocab)
+    G_exact = sp.zeros(vocab, features)
+    M_x = sp.zeros(vocab, features)
+    Sigma_x = sp.zeros(features, features)
+    for c, label, weight in samples:
+        z = lam * Ux * Ex * c
+        expz = [sp.exp(z[k]) for k in range(vocab)]
+        p = sp.Matrix(vocab, 1, [e / sum(expz) for e in expz])
+        ey = sp.Matrix(vocab, 1, lambda k, _: 1 if k == label else 0)
+        G_exact += weight * (ey - p) * c.T
+        M_x += weight * (ey - uu * one_x) * c.T
+        Sigma_x += weight * c * c.T
+    G_series = G_exact.applyfunc(lambda g: sp.series(g, lam, 0, 2).removeO())
+    nxt = derive_linear_flow().next_order_gradient_matrix.subs(
+        {M: M_x, U: lam * Ux, E: Ex, Sigma: Sigma_x, u: uu, ones: one_x}).doit()
+    return all(sp.simplify(sp.expand(G_series[i, j] - sp.Matrix(nxt)[i, j])) == 0
+               for i in range(vocab) for j in range(features))
+
+
 @functools.lru_cache(maxsize=1)
 def derive_linear_flow() -> LinearFlowDerivation:
     """Build every expression and run the cheap symbolic checks (about a second; cached).
@@ -234,6 +266,8 @@ def verify_linear_flow() -> dict[str, bool]:
     for vocab in (2, 3, 4):
         checks[f"softmax(eps z) = u[1 + eps w + eps^2 (w^2 - <w^2>)/2] + O(eps^3), V={vocab}"] = \
             _softmax_expansion_check(vocab)
+    checks["next-order gradient matrix = first-order softmax series of the exact G (V=3, F=2, d=2, 2 samples)"] = \
+        _next_order_from_softmax_series_check()
     checks["closed form A(t), B(t) solves the linearised flow for rank-2 M = P S Q^T, A(0)=A0, B(0)=B0"] = \
         _closed_form_solves_ode_check()
     failed = [name for name, ok in checks.items() if not ok]
