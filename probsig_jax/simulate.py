@@ -61,6 +61,9 @@ def build_parser(commands: Sequence[str] | None = None) -> tuple[argparse.Argume
         p.add_argument("--config", default=None, metavar="CONFIG_JSON",
                        help="start from a recorded run's config.json (or its run directory); options override it")
         p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+        p.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                       help="run once per seed (seed_<s>/) and report every number as mean, std and 95 %% "
+                            "interval over the seeds (a --config of such a run reuses its seeds)")
         if commands is None or name in commands:
             options[name] = add_config_options(p, get_experiment(name).config_class)
     return parser, options
@@ -114,6 +117,19 @@ def _command_of(argv: list[str]) -> str:
     return DEFAULT_EXPERIMENT
 
 
+def _seeds_of(args: argparse.Namespace):
+    """``--seeds``, else the seeds recorded in a ``--config`` of a multi-seed run, else None."""
+    if args.seeds is not None:
+        return args.seeds
+    if args.config:
+        target = Path(args.config) / "config.json" if Path(args.config).is_dir() else Path(args.config)
+        try:
+            return json.loads(target.read_text()).get("seeds")
+        except (OSError, ValueError, AttributeError):
+            return None
+    return None
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM (what ``timeout`` and job schedulers send), handled like Ctrl-C."""
 
@@ -142,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from probsig_jax.experiments.runner import run_experiment
 
             config = config_from_args(command, args, options[command])
-            run_experiment(command, config, out=args.out, quiet=args.quiet)
+            run_experiment(command, config, out=args.out, quiet=args.quiet, seeds=_seeds_of(args))
     except ConfigError as err:
         print(f"{parser.prog} {command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -347,3 +347,31 @@ def correlation_difference(weight: np.ndarray, predictor: np.ndarray, reference:
         boots = bootstrap_correlations(mats, resamples=config.bootstrap, seed=config.statistics_seed)
         out["ci_low"], out["ci_high"] = bootstrap_interval(boots[:, 0, 1] - boots[:, 0, 2], config.confidence)
     return out
+
+
+def predictor_table(weight: np.ndarray, predictors: dict[str, np.ndarray], reference: str,
+                    config: AlignmentConfig) -> dict[str, Any]:
+    """Which data-only predictor explains one weight similarity best?
+
+    Per predictor: Pearson ``r`` over pairs with its token-bootstrap interval and Mantel p; ``best`` (largest
+    r) and, per predictor, ``r - r(reference)`` with its interval (the same resamples for every predictor, so
+    the differences are paired)."""
+    names = list(predictors)
+    require(reference in names, "reference", f"must be one of {names}, got {reference!r}")
+    mats = [weight] + [predictors[n] for n in names]
+    point = pair_correlation_matrix(mats)[0, 1:]
+    boots = (bootstrap_correlations(mats, resamples=config.bootstrap, seed=config.statistics_seed)[:, 0, 1:]
+             if config.bootstrap else None)
+    ref = names.index(reference)
+    table: dict[str, Any] = {}
+    for i, name in enumerate(names):
+        entry: dict[str, Any] = {"r": float(point[i])}
+        if boots is not None:
+            entry["ci_low"], entry["ci_high"] = bootstrap_interval(boots[:, i], config.confidence)
+            diff = bootstrap_interval(boots[:, i] - boots[:, ref], config.confidence)
+            entry["minus_reference"] = {"value": float(point[i] - point[ref]), "ci_low": diff[0], "ci_high": diff[1]}
+        if config.permutations:
+            entry["p"] = mantel_test(weight, predictors[name], permutations=config.permutations,
+                                     seed=config.statistics_seed)["p"]
+        table[name] = entry
+    return {"predictors": table, "best": names[int(np.nanargmax(point))], "reference": reference}

@@ -16,6 +16,7 @@ Targets per token set, ``(n, n)`` similarity matrices computed from the corpus a
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +25,8 @@ import numpy as np
 
 from probsig_jax.analysis import plots
 from probsig_jax.analysis.alignment import (AlignmentConfig, AlignmentTracker, Comparison, TokenSet, compare,
-                                            correlation_difference, side_specificity, strong_pair_finding,
+                                            correlation_difference, predictor_table, side_specificity,
+                                            strong_pair_finding,
                                             weight_similarities)
 from probsig_jax.analysis.geometry import cluster_order
 from probsig_jax.analysis.metrics import offdiagonal, pearson, spearman
@@ -32,6 +34,7 @@ from probsig_jax.config_base import Config
 from probsig_jax.experiments.report import interval_text, with_interval
 from probsig_jax.corpus.token_sets import select_token_sets
 from probsig_jax.corpus.vocab import VocabularyMap
+from probsig_jax.signatures.baselines import frequency_similarity, ppmi_similarity, ppmi_vectors
 from probsig_jax.signatures.corpus import CorpusPairCounts, count_context_pairs, signature_similarity
 from probsig_jax.theory.corpus import max_modes, predicted_similarity, time_for_growth, truncated_signature_modes
 from probsig_jax.validation import require, require_float, require_int
@@ -135,6 +138,10 @@ class CorpusAlignment:
                                {w: sims[name] for w, name in SIDE_WEIGHTS.items()},
                                {sig: targets[name] for sig, name in SIDE_SIGNATURES.items()}, SIDE_EXPECTED,
                                self.config),
+                           "predictors": {
+                               w: predictor_table(sims[name], {p: targets[t] for p, t in table.items()}, ref,
+                                                  self.config)
+                               for w, (name, ref, table) in PREDICTORS.items()},
                            "theory_added_value": {
                                w: correlation_difference(sims[name], targets[f"theory_{name}"],
                                                          targets[f"{side}_signature"], self.config)
@@ -171,16 +178,45 @@ def similarity_targets(pc: CorpusPairCounts, modes, t: float, token_set: TokenSe
 def analyse_corpus(ids: np.ndarray, vocab_size: int, tokenizer, vocab_map: VocabularyMap,
                    config: CorpusAnalysisConfig, alignment: AlignmentConfig, *, seed: int = 0,
                    quiet: bool = True) -> CorpusAlignment:
-    """Count ``ids`` (model ids), take the truncated SVD, choose the token sets, compute the targets."""
+    """Count ``ids`` (model ids), take the truncated SVDs, choose the token sets, compute the targets and the
+    competing predictors (``frequency``, ``{input,output}_{ppmi,sppmi}``: :mod:`probsig_jax.signatures.baselines`).
+
+    The result depends on the data and the settings only, so it is computed once per process for a given
+    stream (a multi-seed run shares it)."""
     config, alignment = config.validate(), alignment.validate()
     check_corpus_alignment(alignment)
+    key = (hashlib.sha256(np.ascontiguousarray(ids).tobytes()).hexdigest(), int(vocab_size), tokenizer.name,
+           config, alignment, int(seed))
+    if key in _ANALYSIS_CACHE:
+        return _ANALYSIS_CACHE[key]
     pc = count_context_pairs(ids, vocab_size, config.window, quiet=quiet)
     modes, t = theory_time(pc, config.theory_rank, config.theory_growth, seed=seed, method=config.theory_svd)
     token_sets = select_token_sets(pc, tokenizer, vocab_map, alignment, exclude_tokenizer_ids=[tokenizer.eos_id])
-    targets = {s.name: similarity_targets(pc, modes, t, s, alignment.similarity, config.theory_gram)
-               for s in token_sets}
-    return CorpusAlignment(pc, token_sets, targets, int(modes.S.shape[0]), float(t),
-                           np.asarray(modes.S[:10]).tolist(), alignment)
+    vectors = {f"{side}_{name}": ppmi_vectors(pc, side=side, rank=config.theory_rank, shift=shift, seed=seed)
+               for side in ("input", "output") for name, shift in (("ppmi", 1.0), ("sppmi", SPPMI_SHIFT))}
+    targets = {}
+    for s in token_sets:
+        targets[s.name] = similarity_targets(pc, modes, t, s, alignment.similarity, config.theory_gram)
+        targets[s.name]["frequency"] = frequency_similarity(pc, s.ids)
+        for name, v in vectors.items():
+            targets[s.name][name] = ppmi_similarity(pc, s.ids, vectors=v)
+    result = CorpusAlignment(pc, token_sets, targets, int(modes.S.shape[0]), float(t),
+                             np.asarray(modes.S[:10]).tolist(), alignment)
+    _ANALYSIS_CACHE.clear()
+    _ANALYSIS_CACHE[key] = result
+    return result
+
+
+_ANALYSIS_CACHE: dict[tuple, "CorpusAlignment"] = {}
+SPPMI_SHIFT = 5.0
+"""k of the shifted PPMI baseline (log k subtracted: skip-gram with 5 negative samples)."""
+PREDICTORS = {"W_E": ("embedding", "phi_next", {"phi_next": "input_signature", "theory": "theory_embedding",
+                                                "ppmi": "input_ppmi", "sppmi_5": "input_sppmi",
+                                                "frequency": "frequency"}),
+              "W_U": ("unembedding", "phi_pre", {"phi_pre": "output_signature", "theory": "theory_unembedding",
+                                                 "ppmi": "output_ppmi", "sppmi_5": "output_sppmi",
+                                                 "frequency": "frequency"})}
+"""Per weight: its similarity name, the reference predictor, and predictor name -> target name."""
 
 
 def model_weights(model) -> dict[str, np.ndarray]:
@@ -255,6 +291,9 @@ def corpus_summary_lines(metrics: dict[str, Any]) -> list[str]:
                      f"Pearson {with_interval(u, 'pearson')}; strong-pair precision {sp['strong_pair_precision']:.3f}"
                      f" vs weak {sp['weak_pair_precision']:.3f} (chance {sp['chance_precision']:.3f}): {sp['statement']}")
         lines.append(side_specificity_line(name, block["side_specificity"]))
+        for w, table in block["predictors"].items():
+            cells = ", ".join(f"{p} {e['r']:.3f}{interval_text(e)}" for p, e in table["predictors"].items())
+            lines.append(f"{name}: predictors of {w} (Pearson, data only): {cells}; best: {table['best']}")
         added = block["theory_added_value"]["W_E"]
         lines.append(f"{name}: W_E vs theory Pearson {with_interval(th, 'pearson')}; the theory's prediction is built "
                      f"from the signatures (at small growth it is their cosine up to the rank-{metrics['theory']['rank']} "

@@ -52,35 +52,90 @@ def prepare_config(experiment: Experiment, config: Any | None):
 
 
 def run_experiment(name: str, config: Any | None = None, *, out: str | Path | None = None, quiet: bool = False,
-                   command: str | None = None) -> Path:
+                   command: str | None = None, seeds: Any = None) -> Path:
     """Run experiment ``name`` with ``config`` into the run directory ``out`` (default ``runs/<UTC time>``,
     which must not exist) and return its path. ``command`` is recorded in ``report.md`` (default: this
-    process's command line)."""
+    process's command line). ``seeds`` (e.g. ``(0, 1, 2, 3, 4)``): one run per seed in ``seed_<s>/`` and the
+    numbers aggregated over seeds at the top (:mod:`probsig_jax.experiments.seeds`)."""
     experiment = get_experiment(name)
     config = prepare_config(experiment, config)
+    if seeds is not None:
+        from probsig_jax.experiments.seeds import parse_seeds
+        seeds = parse_seeds(seeds)
+        configs = [prepare_config(experiment, config.replace(seed=s)) for s in seeds]
     if out is not None and str(out).strip() == "":
         raise ConfigError("out", "must be a directory path, got an empty string")
     out = Path(out) if out is not None else default_run_dir()
-    context = RunContext(out=out, quiet=quiet, work_dir=work_dir_for(out))
+    work_dir = work_dir_for(out)
+    shown = command or "python -m probsig_jax.simulate " + " ".join(sys.argv[1:])
     tic = time.perf_counter()
     # Once the run is in place nothing is left to resume: the work directory goes (under the run lock).
-    with atomic_run_dir(out, after_complete=lambda: shutil.rmtree(context.work_dir, ignore_errors=True)) as tmp, \
-            _drop_empty_work_dir(context.work_dir):
-        result = experiment.run(config, context)
-        metrics = dict(result.metrics, wall_time_s=time.perf_counter() - tic)
-        figures = experiment.write_outputs(result, tmp)
-        write_json(tmp / "config.json", {"command": name, "config": to_jsonable(config), "seed": config.seed,
-                                         "provenance": provenance()})
-        write_json(tmp / "metrics.json", metrics)
-        summary = experiment.summary(metrics)
-        notes = experiment.notes(metrics) if experiment.notes is not None else ()
-        shown = command or "python -m probsig_jax.simulate " + " ".join(sys.argv[1:])
-        write_text(tmp / "report.md", render_report(experiment.title, shown, summary, metrics, figures, notes))
+    with atomic_run_dir(out, after_complete=lambda: shutil.rmtree(work_dir, ignore_errors=True)) as tmp, \
+            _drop_empty_work_dir(work_dir):
+        if seeds is None:
+            summary, figures = _run_into(experiment, config, tmp, RunContext(out=out, quiet=quiet, work_dir=work_dir),
+                                         shown, tic)
+        else:
+            per_seed = {}
+            for seed, seed_config in zip(seeds, configs):
+                sub = tmp / f"seed_{seed}"
+                sub.mkdir()
+                context = RunContext(out=out / sub.name, quiet=quiet, work_dir=work_dir / sub.name)
+                _run_into(experiment, seed_config, sub, context, shown, time.perf_counter())
+                per_seed[seed] = json.loads((sub / "metrics.json").read_text())
+            summary, figures = _aggregate_into(experiment, config, seeds, per_seed, tmp, shown, tic)
     if not quiet:
         for line in summary:
             print(line)
         print(f"wrote {out}/ (report.md, metrics.json, config.json, {len(figures)} figures)")
     return out
+
+
+def _run_into(experiment: Experiment, config: Any, directory: Path, context: RunContext, shown: str,
+              tic: float) -> tuple[list[str], list[Path]]:
+    """One run's outputs into ``directory``; returns its summary lines and figures."""
+    result = experiment.run(config, context)
+    metrics = dict(result.metrics, wall_time_s=time.perf_counter() - tic)
+    figures = experiment.write_outputs(result, directory)
+    write_json(directory / "config.json", {"command": experiment.name, "config": to_jsonable(config),
+                                           "seed": config.seed, "provenance": provenance()})
+    write_json(directory / "metrics.json", metrics)
+    summary = experiment.summary(metrics)
+    notes = experiment.notes(metrics) if experiment.notes is not None else ()
+    write_text(directory / "report.md", render_report(experiment.title, shown, summary, metrics, figures, notes))
+    return summary, figures
+
+
+def _aggregate_into(experiment: Experiment, config: Any, seeds: tuple[int, ...], per_seed: dict[int, Any],
+                    directory: Path, shown: str, tic: float) -> tuple[list[str], list[Path]]:
+    """The top of a multi-seed run: aggregated metrics, the curves over training with bands, the report."""
+    from probsig_jax.analysis import plots
+    from probsig_jax.experiments.seeds import aggregate, seed_curves, seed_summary_lines, seed_table
+
+    aggregated = aggregate([per_seed[s] for s in seeds])
+    metrics = {"experiment": experiment.name, "seeds": list(seeds), "aggregate": aggregated,
+               "per_seed": {str(s): m for s, m in per_seed.items()}, "wall_time_s": time.perf_counter() - tic}
+    figures = []
+    curves = seed_curves(aggregated)
+    if curves:
+        ax = plots.plot_curves({k: (x, m) for k, (x, m, _) in curves.items()},
+                               bands={k: (m - sd, m + sd) for k, (x, m, sd) in curves.items()},
+                               xlabel="time" if experiment.name in ("linear", "intervene") else "step",
+                               ylabel="Pearson r (mean over seeds, band: +- 1 std)", logy=False,
+                               title=f"{len(seeds)} seeds")
+        figures.append(plots.save(ax, directory / "alignment_over_seeds.png"))
+    write_json(directory / "config.json", {"command": experiment.name, "config": to_jsonable(config),
+                                           "seed": config.seed, "seeds": list(seeds), "provenance": provenance()})
+    write_json(directory / "metrics.json", metrics)
+    summary = seed_summary_lines(aggregated, seeds)
+    table = seed_table(aggregated)
+    body = [f"# {experiment.title} ({len(seeds)} seeds)", "", f"Command: `{shown}`", "", "## Summary", "",
+            *[f"- {line}" for line in summary], "", "## Alignment over seeds", "", table or "(no comparisons)", "",
+            "## Figures", "", *[f"![{p.stem}]({p.name})" for p in figures], "",
+            "Each seed's complete run (figures, report, metrics) is in `seed_<s>/`; `metrics.json` holds "
+            "`per_seed` and `aggregate`.", ""]
+    write_text(directory / "report.md", "\n".join(body))
+    return summary, figures
 
 
 def load_config(path: str | Path, name: str | None = None) -> tuple[str, Any]:
