@@ -204,3 +204,32 @@ def test_default_llm_run_on_the_embedded_corpus(tmp_path):
     assert m["final_eval_loss"] < m["initial_eval_loss"] - 2.0
     top = m["token_sets"]["top"]["trained"]["embedding_vs_signature"]
     assert top["pearson"] > 0.2
+    # Honest numbers: the interval, the null and the side-specificity test (README: W_E follows phi_next,
+    # W_U phi_pre, each with Mantel p < 0.01 and an own-minus-other interval above 0).
+    assert top["pearson_ci_low"] < top["pearson"] < top["pearson_ci_high"] and top["pearson_p"] < 0.01
+    side = m["token_sets"]["top"]["side_specificity"]
+    assert side["follows"] == {"W_E": "phi_next", "W_U": "phi_pre"}
+    assert side["holds_for"] == {"W_E": True, "W_U": True} and side["holds"] is True
+    assert side["pearson"]["W_E"]["phi_next"]["p"] < 0.01 and side["pearson"]["W_U"]["phi_pre"]["p"] < 0.01
+    report = (out / "report.md").read_text()
+    assert "side specificity" in report and "own side confirmed" in report
+    # The theory's prediction restates the signature here (by construction): its added value straddles 0.
+    added = m["token_sets"]["top"]["theory_added_value"]["W_E"]
+    assert abs(added["value"]) < 0.05 and "by construction" in report
+
+
+def test_side_specificity_and_predictors_are_reported(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    result = run_llm(small_config(corpus, tmp_path / "cache"), quiet=True)
+    for block in result.metrics["token_sets"].values():
+        side = block["side_specificity"]
+        assert set(side["pearson"]) == {"W_E", "W_U"} and set(side["pearson"]["W_E"]) == {"phi_next", "phi_pre"}
+        for row in side["pearson"].values():
+            for entry in row.values():
+                assert {"r", "ci_low", "ci_high", "p"} <= set(entry) and 0 < entry["p"] <= 1
+        assert set(side["partial"]["W_E"]) == {"phi_next | phi_pre", "phi_pre | phi_next"}
+        assert side["holds"] in (True, False)
+        assert set(block["predictors"]["W_E"]["predictors"]) == {"phi_next", "theory", "ppmi", "sppmi_5", "frequency"}
+        assert block["predictors"]["W_E"]["best"] in block["predictors"]["W_E"]["predictors"]
+        t = block["trained"]["embedding_vs_signature"]
+        assert t["chance_topk_overlap"] <= t["ceiling_topk_overlap"] and "pearson_p" in t
