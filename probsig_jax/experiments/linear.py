@@ -183,7 +183,11 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False, ta
         gram_pred = np.asarray(theory.predicted_embedding_gram(M, times[align], config.init_scale, config.dim,
                                                                modes=modes))
     S_pred = similarity_from_gram(token_gram(gram_pred, V, positional), sig.keys.ids)
-    targets = {"signature": sig.signature_sim, "theory": S_pred}
+    # Baseline predictor from frequency alone: -|log f_s - log f_t| of the keys' input frequencies.
+    key_freq = np.bincount(np.asarray(data.inputs).ravel(), minlength=V,
+                           weights=np.repeat(data.sample_weights(), data.inputs.shape[1]))[sig.keys.ids]
+    log_f = np.log(np.maximum(key_freq, 1e-300))
+    targets = {"signature": sig.signature_sim, "theory": S_pred, "frequency": -np.abs(log_f[:, None] - log_f[None])}
 
     def embedding(i: int) -> dict[str, np.ndarray]:
         return {"embedding": token_rows(E_gd[i], V, positional)}
@@ -219,6 +223,9 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False, ta
         "alignment_over_time": over_time,
         # Embedding vs the theory's expected Gram, and the theory's own ceiling: expected Gram vs signatures.
         "alignment_predicted_gram": at[align][EMBEDDING_VS_THEORY.name],
+        # Baselines: the initial (step 0) embedding vs the signature, and frequency alone vs the embedding.
+        "alignment_initial": tracker.measure(embedding(0))["keys"][EMBEDDING_VS_SIGNATURE.name],
+        "alignment_frequency_baseline": _frequency_baseline(tracker, embedding(align), config.alignment),
         "alignment_theory_vs_signature": compare(targets, [THEORY_VS_SIGNATURE], config.alignment)[
             THEORY_VS_SIGNATURE.name],
         # r(embedding, theory) - r(embedding, signature) at the alignment time, with its token-bootstrap interval.
@@ -234,6 +241,17 @@ def run_linear_theory(config: LinearExperimentConfig, *, quiet: bool = False, ta
     return LinearTheoryResult(config, sig, times, {"gd": (E_gd, U_gd), "flow": (E_fl, U_fl),
                               "closed_form": (E_cf, U_cf), "next_order": (E_no, U_no)}, losses, rel_err, growth,
                               early, align, S_pred, metrics)
+
+
+def _frequency_baseline(tracker: AlignmentTracker, weights: dict[str, np.ndarray], alignment: AlignmentConfig
+                        ) -> dict[str, float]:
+    """Pearson (with interval and Mantel p) of the embedding with the frequency-only similarity; nan when
+    the keys' frequencies are all equal (no prediction at all)."""
+    S_f = tracker.targets["keys"]["frequency"]
+    if np.ptp(S_f) == 0:
+        return {"pearson": float("nan"), "note": "all keys equally frequent: frequency predicts nothing"}
+    return compare({"embedding": tracker.weight_similarity(weights, "embedding"), "frequency": S_f},
+                   [Comparison("embedding_vs_frequency", "embedding", "frequency")], alignment)["embedding_vs_frequency"]
 
 
 APPROXIMATION_THRESHOLDS = (0.01, 0.02)
@@ -306,6 +324,7 @@ def _growth(g: float | None) -> str:
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     a, measured = metrics["alignment"], metrics["escape_time_measured"]
     w, added = metrics["approximation_window"], metrics["theory_added_value"]
+    freq = metrics["alignment_frequency_baseline"]
     return [
         f"final loss {metrics['final_loss']:.4f} (initial {metrics['initial_loss']:.4f})",
         f"closed form vs GD, max rel. error until growth {metrics['early_phase_growth']:.1f}x: "
@@ -323,6 +342,9 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
         f"{a['topk_overlap']:.3f} (chance {a['chance_topk_overlap']:.3f}, ceiling {a['ceiling_topk_overlap']:.3f}), "
         f"strong-pair precision {a['strong_pair_precision']:.3f} (chance {a['chance_strong_pair_precision']:.3f}, "
         f"ceiling {a['ceiling_strong_pair_precision']:.3f})",
+        f"baselines: the initial embedding vs the signature Pearson {metrics['alignment_initial']['pearson']:.3f}; "
+        + (f"frequency alone vs the embedding Pearson {with_interval(freq, 'pearson')}" if "note" not in freq
+           else f"frequency: {freq['note']}"),
         f"the theory's expected Gram (from M alone, the same initialisation statistics) vs the embedding: Pearson "
         f"{with_interval(metrics['alignment_predicted_gram'], 'pearson')}; over the signature: "
         f"{added['value']:+.3f}{interval_text(added)}",

@@ -21,6 +21,8 @@ from probsig_jax.signatures.pair_counts import CorpusPairCounts
 from probsig_jax.validation import require, require_float, require_int
 
 Side = Literal["input", "output"]
+DENSE_SVD_MAX = 1000
+"""Vocabularies up to this size take a dense SVD (ARPACK fails on small, rank-deficient PPMI matrices)."""
 
 
 def frequency_similarity(pc: CorpusPairCounts, tokens) -> np.ndarray:
@@ -53,8 +55,12 @@ def ppmi_vectors(pc: CorpusPairCounts, *, side: Side = "input", rank: int = 64, 
         X = X.T.tocsr()
     rank = min(require_int(rank, "rank", minimum=1), min(X.shape) - 2)
     require(rank >= 1, "rank", f"the vocabulary ({X.shape[0]}) is too small for an SVD")
-    v0 = np.random.default_rng(seed).standard_normal(min(X.shape))
-    U, S, _ = svds(X.astype(np.float64), k=rank, v0=v0)
+    if min(X.shape) <= DENSE_SVD_MAX:          # ARPACK is unreliable (and no faster) on small matrices
+        U, S, _ = np.linalg.svd(X.toarray(), full_matrices=False)
+        U, S = U[:, :rank], S[:rank]
+    else:
+        v0 = np.random.default_rng(seed).standard_normal(min(X.shape))
+        U, S, _ = svds(X.astype(np.float64), k=rank, v0=v0)
     return U * np.sqrt(S)
 
 
