@@ -138,6 +138,24 @@ def _closed_form_solves_ode_check() -> bool:
     return resA == sp.zeros(2, 1) and resB == sp.zeros(2, 1) and at0 == (sp.zeros(2, 1), sp.zeros(2, 1))
 
 
+def _softmax_jacobian_coefficients(vocabs: tuple[int, ...] = (3, 5)) -> tuple[sp.Expr, sp.Expr]:
+    """``(a, b)`` with ``d softmax(z) / dz |_{z=0} = a u I + b u^2 1 1^T`` (``u = 1 / V``), read off the sympy
+    Jacobian of an explicit softmax for each V in ``vocabs`` (they must agree; raises otherwise)."""
+    found = set()
+    for vocab in vocabs:
+        zs = sp.symbols(f"z0:{vocab}", real=True)
+        soft = [sp.exp(zj) / sum(sp.exp(zk) for zk in zs) for zj in zs]
+        at0 = {z: 0 for z in zs}
+        diag, off = (sp.simplify(sp.diff(soft[0], zs[j]).subs(at0)) for j in (0, 1))
+        uv = sp.Rational(1, vocab)
+        b = sp.simplify(off / uv**2)
+        a = sp.simplify((diag - b * uv**2) / uv)
+        found.add((a, b))
+    if len(found) != 1:
+        raise AssertionError(f"softmax Jacobian coefficients differ between vocabularies: {found}")
+    return found.pop()
+
+
 def _next_order_from_softmax_series_check(vocab: int = 3, features: int = 2, width: int = 2) -> bool:
     """The next-order gradient matrix is the softmax series of the exact one, not a typed-in formula.
 
@@ -193,9 +211,13 @@ def derive_linear_flow() -> LinearFlowDerivation:
     zsym, zbar, zsq = sp.symbols("z_j zbar mean_w2", real=True)
     softmax_first_order = u * (1 + (zsym - zbar))
     softmax_second_order = u * (1 + (zsym - zbar) + ((zsym - zbar) ** 2 - zsq) / 2)
-    # G = E[(e_Y - u1) c^T] - E[(p - u1) c^T] ~ M - u (I - u 1 1^T) U E E[c c^T]
+    # G = E[(e_Y - u1) c^T] - E[(p - u1) c^T] ~ M - J U E E[c c^T], J = d softmax / dz at z = 0. J is derived
+    # here, not typed in: its entries for an explicit V are matched to a u I + b u^2 1 1^T (u = 1 / V).
+    jac_identity, jac_ones = _softmax_jacobian_coefficients()
+    checks["softmax Jacobian at z = 0 is u I - u^2 1 1^T (entries derived for V = 3 and 5)"] = \
+        (jac_identity, jac_ones) == (1, -1)
     X = U * E * Sigma
-    next_order_gradient_matrix = M - u * X + u**2 * ones * ones.T * X
+    next_order_gradient_matrix = M - jac_identity * u * X - jac_ones * u**2 * ones * ones.T * X
 
     # 3. Closed form of dA/dt = M^T B, dB/dt = M A (A = E^T, B = U). In the SVD basis M = P S Q^T
     # each singular value sigma couples (q^T A, p^T B) through the block [[0, sigma], [sigma, 0]].
