@@ -327,3 +327,16 @@ def test_public_theory_functions_check_their_inputs():
         assert info.value.field == field
     with pytest.raises(TypeError, match="Dataset or SignatureCounts"):
         signature_matrix(np.zeros((3, 2)))
+
+
+def test_an_interrupt_during_a_checkpoint_write_takes_effect_after_it():
+    """Ctrl-C inside ``interrupts_deferred`` is held back and raised once the block is done."""
+    from probsig_jax.training.checkpoints import interrupts_deferred
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            signal.raise_signal(signal.SIGINT)
+            finished.append(True)                      # still runs: the interrupt waits for the block
+    assert finished == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import orbax.checkpoint as ocp
@@ -48,11 +51,14 @@ class TrainCheckpointer:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, params: Any, opt_state: Any, record: dict[str, Any]) -> None:
-        """Write the checkpoint of ``step`` (blocks until it is on disk)."""
+        """Write the checkpoint of ``step`` (blocks until it is on disk). Ctrl-C / SIGTERM arriving meanwhile
+        take effect once the write is complete, so an interruption never lands inside orbax's asynchronous
+        save (which then prints tracebacks from its closed event loop)."""
         state = {"params": params, "opt_state": opt_state}
-        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        record=ocp.args.JsonSave(record)), force=True)
-        self._manager.wait_until_finished()
+        with interrupts_deferred():
+            self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                            record=ocp.args.JsonSave(record)), force=True)
+            self._manager.wait_until_finished()
 
     def restore(self, step: int, params_like: Any, opt_state_like: Any,
                 shardings: tuple[Any, Any] | None = None) -> tuple[Any, Any, dict[str, Any]]:
@@ -103,3 +109,21 @@ class TrainCheckpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+@contextmanager
+def interrupts_deferred(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold ``signals`` back while the block runs; one that arrived is re-raised (to its previous handler) at
+    the end. Outside the main thread (where handlers cannot be set) the block just runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            signal.raise_signal(pending[0])
