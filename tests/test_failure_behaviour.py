@@ -330,13 +330,24 @@ def test_public_theory_functions_check_their_inputs():
 
 
 def test_an_interrupt_during_a_checkpoint_write_takes_effect_after_it():
-    """Ctrl-C inside ``interrupts_deferred`` is held back and raised once the block is done."""
+    """A SIGTERM inside ``interrupts_deferred`` is held back and delivered to the previous handler once the
+    block is done (this test installs that handler itself, so other tests' handlers do not matter)."""
     from probsig_jax.training.checkpoints import interrupts_deferred
 
-    finished = []
-    with pytest.raises(KeyboardInterrupt):
-        with interrupts_deferred():
-            signal.raise_signal(signal.SIGINT)
-            finished.append(True)                      # still runs: the interrupt waits for the block
-    assert finished == [True]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    class Delivered(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Delivered()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        finished = []
+        with pytest.raises(Delivered):
+            with interrupts_deferred():
+                signal.raise_signal(signal.SIGTERM)
+                finished.append(True)                  # still runs: the signal waits for the block
+        assert finished == [True]
+        assert signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
