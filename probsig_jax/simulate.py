@@ -99,6 +99,24 @@ def _is_number(text: str) -> bool:
     return True
 
 
+#: ``simulate ffn --optimizer gd`` is the FFN theory comparison (full-batch gradient descent against the flows).
+ALIASES = {("ffn", "gd"): "ffn-theory"}
+
+
+def _resolve_alias(argv: list[str]) -> list[str]:
+    """``ffn --optimizer gd ...`` -> ``ffn-theory ...`` (the optimizer option is dropped: that run is GD)."""
+    if not argv:
+        return argv
+    for i, token in enumerate(argv[1:], start=1):
+        value = token.partition("=")[2] if token.startswith("--optimizer=") else (
+            argv[i + 1] if token == "--optimizer" and i + 1 < len(argv) else None)
+        target = ALIASES.get((argv[0], value))
+        if target:
+            width = 1 if token.startswith("--optimizer=") else 2
+            return [target, *argv[1:i], *argv[i + width:]]
+    return argv
+
+
 def _command_of(argv: list[str]) -> str:
     """The subcommand: the first argument, else the experiment of a ``--config`` file, else the default."""
     if argv and argv[0] in REGISTRY:
@@ -141,7 +159,7 @@ def _terminate(signum, frame) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from probsig_jax.training.divergence import TrainingDiverged
 
-    argv = _attach_negative_numbers(list(sys.argv[1:] if argv is None else argv))
+    argv = _resolve_alias(_attach_negative_numbers(list(sys.argv[1:] if argv is None else argv)))
     if argv and argv[0] in ("-h", "--help"):
         build_parser(())[0].parse_args(argv)
     command = _command_of(argv)

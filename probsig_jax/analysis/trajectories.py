@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-__all__ = ["relative_error", "joint_relative_error", "norm_growth", "last_index_within", "product_singular_values"]
+__all__ = ["approximation_window", "crossing_time", "relative_error", "joint_relative_error", "norm_growth", "last_index_within",
+           "product_singular_values"]
 
 
 def _flat_norms(x_T) -> np.ndarray:
@@ -38,3 +41,31 @@ def last_index_within(growth_T: np.ndarray, factor: float) -> int:
 def product_singular_values(E_T: np.ndarray, U_T: np.ndarray, k: int = 8) -> np.ndarray:
     """(T, k) leading singular values of the logit map ``U(t) E(t)`` (E (T, d, F), U (T, V, d))."""
     return np.stack([np.linalg.svd(U @ E, compute_uv=False)[:k] for E, U in zip(np.asarray(E_T), np.asarray(U_T))])
+
+
+APPROXIMATION_THRESHOLDS = (0.01, 0.02)
+
+
+def approximation_window(rel_err_T: np.ndarray, growth_T: np.ndarray, times: np.ndarray) -> dict[str, Any]:
+    """Where an approximation first leaves the exact flow by more than 1 % and 2 %: ``growth_at_<p>pct`` (the
+    exact flow's ||E_t|| / ||E_0|| there) and ``time_at_<p>pct``; None when it never does in the run."""
+    out: dict[str, Any] = {}
+    for threshold in APPROXIMATION_THRESHOLDS:
+        above = np.flatnonzero(np.asarray(rel_err_T) > threshold)
+        key = f"{round(threshold * 100)}pct"
+        out[f"growth_at_{key}"] = float(growth_T[above[0]]) if above.size else None
+        out[f"time_at_{key}"] = float(times[above[0]]) if above.size else None
+    return out
+
+
+def crossing_time(times: np.ndarray, values: np.ndarray, threshold: float) -> float:
+    """First time ``values`` reaches ``threshold``, log-linear interpolation between records; nan if never."""
+    above = np.flatnonzero(np.asarray(values) >= threshold)
+    if not above.size:
+        return float("nan")
+    i = int(above[0])
+    if i == 0:
+        return float(times[0])
+    lo, hi = np.log(values[i - 1]), np.log(values[i])
+    frac = (np.log(threshold) - lo) / (hi - lo) if hi > lo else 1.0
+    return float(times[i - 1] + frac * (times[i] - times[i - 1]))

@@ -38,6 +38,10 @@ REGISTRY: dict[str, RegistryEntry] = {
     "ffn": RegistryEntry("probsig_jax.experiments.ffn",
                          "E3: feed-forward net vs linear model, accuracy and alignment over training; several "
                          "--init-scale values run the initialisation-scale sweep"),
+    "ffn-theory": RegistryEntry("probsig_jax.experiments.ffn_theory",
+                                "E3 theory: the FFN's small-initialisation flow (leading and second order) vs "
+                                "full-batch gradient descent, escape-time law, gradient cosines (also: ffn "
+                                "--optimizer gd)"),
     "llm": RegistryEntry("probsig_jax.experiments.llm",
                          "E4: Qwen2.5-architecture model trained from scratch on a corpus (default: the embedded "
                          "Python stdlib); embedding vs signature alignment over training"),

@@ -21,7 +21,7 @@ from probsig_jax.analysis.alignment import (AlignmentConfig, AlignmentTracker, C
                                             correlation_difference, similarity_from_gram)
 from probsig_jax.analysis.geometry import pca_projection
 from probsig_jax.analysis.metrics import offdiagonal
-from probsig_jax.analysis.trajectories import (joint_relative_error, last_index_within, norm_growth,
+from probsig_jax.analysis.trajectories import (approximation_window, joint_relative_error, last_index_within, norm_growth,
                                                product_singular_values)
 from probsig_jax.config_base import Config
 from probsig_jax.data import CompositeAdditionConfig, TaskData
@@ -252,21 +252,6 @@ def _frequency_baseline(tracker: AlignmentTracker, weights: dict[str, np.ndarray
         return {"pearson": float("nan"), "note": "all keys equally frequent: frequency predicts nothing"}
     return compare({"embedding": tracker.weight_similarity(weights, "embedding"), "frequency": S_f},
                    [Comparison("embedding_vs_frequency", "embedding", "frequency")], alignment)["embedding_vs_frequency"]
-
-
-APPROXIMATION_THRESHOLDS = (0.01, 0.02)
-
-
-def approximation_window(rel_err_T: np.ndarray, growth_T: np.ndarray, times: np.ndarray) -> dict[str, Any]:
-    """Where an approximation first leaves the exact flow by more than 1 % and 2 %: ``growth_at_<p>pct`` (the
-    exact flow's ||E_t|| / ||E_0|| there) and ``time_at_<p>pct``; None when it never does in the run."""
-    out: dict[str, Any] = {}
-    for threshold in APPROXIMATION_THRESHOLDS:
-        above = np.flatnonzero(np.asarray(rel_err_T) > threshold)
-        key = f"{round(threshold * 100)}pct"
-        out[f"growth_at_{key}"] = float(growth_T[above[0]]) if above.size else None
-        out[f"time_at_{key}"] = float(times[above[0]]) if above.size else None
-    return out
 
 
 def write_linear_outputs(result: LinearTheoryResult, out_dir: Path) -> list[Path]:

@@ -9,6 +9,10 @@ module              what it holds
 ``modes``           ``SignatureModes``, ``signature_modes``: the SVD basis of M (plain JAX)
 ``linear``          ``closed_form``, ``integrate_flow`` (diffrax), ``predicted_embedding_gram``,
                     ``escape_time``, ... for composite addition tasks
+``ffn_derivation``  the sympy derivation of the Emb-MLP's small-init flow (leading, curvature/joint-signature
+                    term, eps orders, escape laws) and its checks (sympy)
+``ffn``             the FFN's exact, leading and second-order flows, escape time, field cosines (sympy, diffrax)
+``ode``             the shared diffrax solve (diffrax)
 ``corpus``          corpus-scale prediction from a truncated SVD of the sparse M (scipy; no sympy/diffrax)
 ==================  ===================================================================================
 
@@ -24,6 +28,9 @@ _EXPORTS = {
     "modes": "probsig_jax.theory.modes",
     "linear": "probsig_jax.theory.linear",
     "corpus": "probsig_jax.theory.corpus",
+    "ffn": "probsig_jax.theory.ffn",
+    "ffn_derivation": "probsig_jax.theory.ffn_derivation",
+    "ode": "probsig_jax.theory.ode",
     "derive_linear_flow": "probsig_jax.theory.derivation",
     "verify_linear_flow": "probsig_jax.theory.derivation",
     "render_linear_flow_markdown": "probsig_jax.theory.writeup",

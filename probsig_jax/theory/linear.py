@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,6 +21,8 @@ from probsig_jax.models.linear import feature_index
 from probsig_jax.signatures import cooccurrence_matrix, signature_matrix
 from probsig_jax.theory.compiled import compiled_linear_theory
 from probsig_jax.theory.modes import SignatureModes, signature_modes
+from probsig_jax.theory.ode import solve_flow
+from probsig_jax.analysis.trajectories import crossing_time
 from probsig_jax.validation import ConfigError, require, require_float, require_int
 
 
@@ -153,15 +154,7 @@ def measured_escape_time(times, E_traj, U_traj, threshold: float = 1.0) -> float
     times = np.asarray(times)
     top = np.array([np.linalg.svd(np.asarray(U) @ np.asarray(E), compute_uv=False)[0]
                     for E, U in zip(E_traj, U_traj)])
-    above = np.nonzero(top >= threshold)[0]
-    if len(above) == 0:
-        return float("nan")
-    i = int(above[0])
-    if i == 0:
-        return float(times[0])
-    lo, hi = np.log(top[i - 1]), np.log(top[i])
-    frac = (np.log(threshold) - lo) / (hi - lo) if hi > lo else 1.0
-    return float(times[i - 1] + frac * (times[i] - times[i - 1]))
+    return crossing_time(times, top, threshold)
 
 
 # ----------------------------------------------------------------------------- exact and approximate flows
@@ -264,17 +257,7 @@ def integrate_flow(dataset: Dataset, E0, U0, ts, *, positional: bool = False, or
 
 
 def _solve(field, E0, U0, ts, rtol, atol, max_steps):
-    if float(ts[-1]) == 0.0:
-        return jnp.broadcast_to(E0, (len(ts),) + E0.shape), jnp.broadcast_to(U0, (len(ts),) + U0.shape)
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field), diffrax.Tsit5(), t0=0.0, t1=float(ts[-1]), dt0=None, y0=(E0, U0),
-        saveat=diffrax.SaveAt(ts=ts), stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps, throw=False)
-    if not bool(sol.result == diffrax.RESULTS.successful):
-        reached = "max_steps" if bool(sol.result == diffrax.RESULTS.max_steps_reached) else "the solver"
-        raise ConfigError(reached, f"the ODE solve did not reach t = {float(ts[-1]):g} ({sol.result}); raise "
-                                   "max_steps or loosen rtol/atol, or check the flow for a blow-up")
-    return sol.ys
+    return solve_flow(field, (E0, U0), ts, rtol=rtol, atol=atol, max_steps=max_steps)
 
 
 def linear_model_loss(dataset: Dataset, E, U, *, positional: bool = False) -> np.ndarray:
