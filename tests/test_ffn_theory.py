@@ -97,6 +97,19 @@ def test_leading_field_is_the_gradient_of_the_signature_potential(simple_task):
                 np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
 
 
+def test_predicted_escape_is_a_power_law_of_the_init_scale(simple_task):
+    """The leading flow is homogeneous: kappa = t* c1 sigma_1 eps is the same for eps and eps / 10 when the
+    threshold scales like the end-to-end map (eps^3), and an init already above the threshold gives t* = 0."""
+    with numerics("float64") as dt:
+        th = T.FFNTheory.from_dataset(simple_task, activation="gelu", depth=1)
+        params = {e: _params(simple_task, (32,), "gelu", e, dt) for e in (1e-3, 1e-4)}
+        kappas = [T.escape_law_constant(th, T.predicted_escape_time(th, params[e], 1e6 * e**3), e) for e in params]
+        start = float(T.top_end_to_end_value(params[1e-3], th.c1))
+        assert T.predicted_escape_time(th, params[1e-3], 0.5 * start) == 0.0
+    assert kappas[0] > 0
+    np.testing.assert_allclose(kappas[0], kappas[1], rtol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def gd_run(tmp_path_factory):
     """The default comparison with a coarser sweep step (5 scales over 3 decades) and a larger GD step."""

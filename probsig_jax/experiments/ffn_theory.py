@@ -182,9 +182,9 @@ def _escape_sweep(config: FFNTheoryConfig, sig: TaskSignatures, th, dtype, quiet
     rows = []
     with progress_bar(total=len(config.sweep_scales), desc="escape-time sweep", quiet=quiet, unit="eps") as bar:
         for eps in config.sweep_scales:
-            params0 = _ffn(config, data, eps, dtype).weight_tree()
-            t_pred = theory.predicted_escape_time(th, params0, config.threshold)
-            run = _gd(_ffn(config, data, eps, dtype), data, config, config.run_factor * t_pred,
+            ffn = _ffn(config, data, eps, dtype)
+            t_pred = theory.predicted_escape_time(th, ffn.weight_tree(), config.threshold)
+            run = _gd(ffn, data, config, config.run_factor * t_pred,
                       lambda m: {"top": theory.top_end_to_end_value(m.weight_tree(), th.c1)},
                       f"ffn gd (eps {eps:g})", True)
             t_meas = crossing_time(run.times, run.weights["top"], config.threshold)

@@ -34,7 +34,7 @@ from probsig_jax.models.ffn import ACTIVATIONS
 from probsig_jax.signatures import joint_signature, signature_matrix
 from probsig_jax.theory import ffn_derivation as FD
 from probsig_jax.theory.linear import FlowData
-from probsig_jax.theory.ode import solve_flow
+from probsig_jax.theory.ode import solve_flow, solve_until
 from probsig_jax.validation import ConfigError, require, require_float
 
 FlowOrder = Literal["exact", "leading", "second_order"]
@@ -216,11 +216,9 @@ def integrate(theory: FFNTheory, params0, ts, *, order: FlowOrder, rtol: float =
     def exceeded(t, y, args, **kwargs):
         return top_end_to_end_value(y, theory.c1) > stop_above
 
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, args: field(y)), diffrax.Tsit5(), t0=0.0, t1=float(ts[-1]), dt0=None,
-        y0=params0, saveat=diffrax.SaveAt(ts=jnp.asarray(ts, dtype=theory.M.dtype)),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps,
-        event=diffrax.Event(exceeded), throw=False)
+    sol = solve_until(lambda t, y, args: field(y), params0, ts[-1], exceeded,
+                      saveat=diffrax.SaveAt(ts=jnp.asarray(ts, dtype=theory.M.dtype)), rtol=rtol, atol=atol,
+                      max_steps=max_steps)
     # An event (or, after the escape where the exact flow turns stiff, max_steps) ends the solve early: the
     # saved times it did not reach are not finite in sol.ts.
     valid = np.ones(len(ts), bool)
@@ -251,12 +249,14 @@ def top_end_to_end_value(params, c1: float) -> jax.Array:
 def predicted_escape_time(theory: FFNTheory, params0, threshold: float = 1.0, *, t_max: float | None = None,
                           rtol: float = 1e-9, atol: float = 1e-14) -> float:
     """When the leading-order flow from ``params0`` takes the top singular value of the end-to-end map to
-    ``threshold`` (diffrax event with a Newton root find); nan if not before ``t_max``.
+    ``threshold`` (diffrax event with a Newton root find); 0 if it starts above, nan if not before ``t_max``.
 
     ``t_max`` defaults to 100x the balanced-factor law ``1 / (k c1^k sigma_1 a0^k)`` with ``a0`` the initial
     weights' RMS entry size."""
     check_params(params0, theory)
     require_float(threshold, "threshold", minimum=0.0, strict_minimum=True)
+    if float(top_end_to_end_value(params0, theory.c1)) >= threshold:
+        return 0.0                  # already escaped (and an event true at t = 0 has no root to find)
     field = flow_field(theory, "leading")
     if t_max is None:
         rms = float(np.sqrt(np.mean(np.concatenate([np.ravel(x) ** 2 for x in jax.tree.leaves(params0)]))))
@@ -265,11 +265,9 @@ def predicted_escape_time(theory: FFNTheory, params0, threshold: float = 1.0, *,
     def crossed(t, y, args, **kwargs):
         return top_end_to_end_value(y, theory.c1) - threshold
 
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, args: field(y)), diffrax.Tsit5(), t0=0.0, t1=float(t_max), dt0=None,
-        y0=params0, stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=1_000_000,
-        event=diffrax.Event(crossed, root_finder=optimistix.Newton(rtol=1e-8, atol=1e-10)),
-        saveat=diffrax.SaveAt(t1=True), throw=False)
+    sol = solve_until(lambda t, y, args: field(y), params0, t_max, crossed, saveat=diffrax.SaveAt(t1=True),
+                      rtol=rtol, atol=atol, max_steps=1_000_000,
+                      root_finder=optimistix.Newton(rtol=1e-8, atol=1e-10))
     if bool(sol.result == diffrax.RESULTS.event_occurred):
         return float(sol.ts[-1])
     return float("nan")

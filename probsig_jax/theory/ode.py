@@ -25,3 +25,14 @@ def solve_flow(field, y0, ts, *, rtol: float, atol: float, max_steps: int):
         raise ConfigError(reached, f"the ODE solve did not reach t = {float(ts[-1]):g} ({sol.result}); raise "
                                    "max_steps or loosen rtol/atol, or check the flow for a blow-up")
     return sol.ys
+
+
+def solve_until(field, y0, t1: float, condition, *, saveat, rtol: float, atol: float, max_steps: int,
+                root_finder=None):
+    """The same solve from t = 0 towards ``t1``, stopped when ``condition(t, y, args, **kw)`` fires (a bool, or a
+    real whose sign change is located by ``root_finder``); returns the diffrax solution (``throw=False``: the
+    caller reads ``sol.result``)."""
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(field), diffrax.Tsit5(), t0=0.0, t1=float(t1), dt0=None, y0=y0, saveat=saveat,
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps,
+        event=diffrax.Event(condition, root_finder=root_finder), throw=False)
