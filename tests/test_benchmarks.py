@@ -31,6 +31,18 @@ def test_linear_theory_benchmark_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_ffn_theory_benchmark_quick(tmp_path):
+    rows = run_quick("ffn_theory.py", tmp_path / "ffn.json")["rows"]
+    assert [(r["vocab_size"], r["horizon"]) for r in rows] == [(32, "plateau"), (32, "escape"), (48, "plateau"),
+                                                                 (48, "escape")]
+    for r in rows:
+        assert set(r["speedup_over_gd"]) == {"leading", "second_order", "leading_compiled_once",
+                                             "second_order_compiled_once"}
+        assert all(v > 0 for v in r["speedup_over_gd"].values())
+        assert r["flow_reached_t"]["leading"] > 0
+
+
+@pytest.mark.slow
 def test_qwen2_train_step_benchmark_quick(tmp_path):
     result = run_quick("qwen2_train_step.py", tmp_path / "qwen2.json", "--device", "cpu")
     summary = result["summary"]

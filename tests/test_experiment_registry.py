@@ -53,7 +53,8 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+# linear is slow (50-75 s): the default run checks the mechanism on the other experiments; -m slow runs all
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "linear" else n for n in sorted(CASES)])
 def test_python_cli_and_saved_config_give_the_same_run(name, tmp_path):
     config, argv = CASES[name]
     py = run_experiment(name, config, out=tmp_path / "python", quiet=True)
@@ -85,6 +86,8 @@ def test_seed_reaches_data_initialisation_and_training():
     assert edited.edited_data.seed == 4 and edited.edited_data.anchor_weights == (4.0, 1.0, 1.0, 1.0)
 
 
+# slow: 25-35 s; kept out of the default run for its CI budget (run with -m slow)
+@pytest.mark.slow
 def test_preset_means_the_same_from_python_and_the_cli(tmp_path):
     assert FFNExperimentConfig(preset="simple").resolved().data == PRESETS["simple"]
     assert LinearExperimentConfig(preset="anchor4").resolved().data == PRESETS["anchor4"].replace(seed=0)
@@ -193,6 +196,8 @@ def test_a_new_experiment_is_one_registry_entry_plus_its_module(tmp_path, monkey
 
 # --- checked once, generated once -----------------------------------------------------------------------
 
+# slow: 25-35 s; kept out of the default run for its CI budget (run with -m slow)
+@pytest.mark.slow
 def test_the_task_generator_runs_once_per_task_of_simulate_intervene(tmp_path, monkeypatch):
     """E2 has two tasks (baseline and edited): each is generated exactly once, before the first training step."""
     import probsig_jax.data.composite_addition as ca
@@ -212,6 +217,8 @@ def test_the_task_generator_runs_once_per_task_of_simulate_intervene(tmp_path, m
     assert calls[1].label_noise == 0.2 and calls[0].label_noise == 0.0
 
 
+# slow: 25-35 s; kept out of the default run for its CI budget (run with -m slow)
+@pytest.mark.slow
 def test_each_config_is_checked_once_per_e4_run(tmp_path, monkeypatch):
     from probsig_jax.experiments.llm import LLMExperimentConfig
     from probsig_jax.training.lm_loop import LMRunConfig

@@ -77,6 +77,8 @@ def test_run_llm_reports_every_metric_and_alignment_over_training(tmp_path):
     np.testing.assert_allclose(np.diag(theory), 1.0, atol=1e-12)
 
 
+# slow: 60-105 s; test_lm_training covers interrupt and resume by default; kept out of the default run for its CI budget (run with -m slow)
+@pytest.mark.slow
 def test_simulate_llm_writes_a_complete_run_and_resumes_after_an_interruption(tmp_path, monkeypatch):
     corpus = write_corpus(tmp_path / "corpus")
     out = tmp_path / "e4"

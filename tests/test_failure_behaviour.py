@@ -184,6 +184,8 @@ def _llm_argv(tmp_path: Path, out: Path, **overrides) -> list[str]:
     return ["llm", "--quiet", "--out", str(out), *[x for kv in settings.items() for x in kv]]
 
 
+# slow: 40-65 s; kept out of the default run for its CI budget (run with -m slow)
+@pytest.mark.slow
 def test_resume_with_a_changed_analysis_option_is_refused_naming_it(tmp_path, capsys, monkeypatch):
     import probsig_jax.training.lm_loop as lm_loop
 

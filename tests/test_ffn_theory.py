@@ -112,9 +112,10 @@ def test_predicted_escape_is_a_power_law_of_the_init_scale(simple_task):
 
 @pytest.fixture(scope="module")
 def gd_run(tmp_path_factory):
-    """The default comparison with a coarser sweep step (5 scales over 3 decades) and a larger GD step."""
+    """The default comparison with a coarser sweep step (5 scales over 3.1 decades) and a larger GD step. The sweep
+    ends at 7e-2: at 1e-1 the linear model's initial |U E| is already 1.03, past the escape threshold 1."""
     out = tmp_path_factory.mktemp("runs") / "ffn-gd"
-    argv = ["ffn", "--optimizer", "gd", "--sweep-scales", "1e-4,1e-3,3e-3,1e-2,1e-1", "--learning-rate", "2",
+    argv = ["ffn", "--optimizer", "gd", "--sweep-scales", "5e-5,3e-4,1e-3,1e-2,7e-2", "--learning-rate", "2",
             "--records", "200", "--permutations", "199", "--bootstrap", "200", "--out", str(out), "--quiet"]
     assert simulate.main(argv) == 0
     return out
@@ -145,7 +146,7 @@ def test_gd_comparison_meets_the_issue(gd_run):
     assert tr["second_order vs GD"]["max_rel_err_to_growth_3x"] < tr["leading vs GD"]["max_rel_err_to_growth_3x"] \
         + 0.01 * euler
     sweep = m["escape_sweep"]
-    assert len(sweep["rows"]) == 5
+    assert len(sweep["rows"]) == 5 and sweep["rows_started_past_threshold"] == {"ffn": 0, "linear": 0}
     assert abs(sweep["ffn_exponent"]["deviation"]) < 0.15, sweep["ffn_exponent"]
     assert sweep["linear_max_relative_deviation"] < 0.10, sweep["rows"]
     cos = m["gradient_cosine"]
@@ -158,3 +159,14 @@ def test_relu_with_gd_theory_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "activation" in err and "smooth" in err, err
     assert not out.exists()
+
+
+def test_power_law_fit_recovers_a_known_exponent_with_an_honest_interval():
+    from probsig_jax.analysis.trajectories import fit_power_law
+    eps = np.array([1e-4, 1e-3, 1e-2, 1e-1])
+    exact = fit_power_law(eps, 3.0 * eps**-1.0)
+    assert exact["exponent"] == pytest.approx(-1.0, abs=1e-12) and exact["points"] == 4
+    noisy = fit_power_law(eps, 3.0 * eps**-1.0 * np.array([1.1, 0.9, 1.05, 0.95]))
+    assert noisy["ci_low"] < noisy["exponent"] < noisy["ci_high"] and noisy["ci_high"] - noisy["ci_low"] > 0.01
+    # An escape that could not be measured (time 0 or NaN) drops out of the fit instead of breaking it.
+    assert fit_power_law(eps, [np.nan, 0.0, 1.0, 2.0])["points"] == 2

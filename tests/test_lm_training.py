@@ -133,7 +133,8 @@ def test_bad_run_config_and_vocab_are_clear_errors():
         LMRunConfig(eval_every=0).validate()
 
 
-@pytest.mark.parametrize("damage", ["arrays", "metadata"])
+# "metadata" is slow (25-50 s): the default run damages the arrays; -m slow runs both
+@pytest.mark.parametrize("damage", ["arrays", pytest.param("metadata", marks=pytest.mark.slow)])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage):
     """Garbage in the newest checkpoint's array files (or its metadata): the run warns, removes it, resumes from
     the one before and ends exactly as the uninterrupted run."""

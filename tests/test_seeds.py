@@ -37,7 +37,8 @@ def test_bad_seeds_are_one_line_errors(value, message):
     assert err.value.field == "seeds" and message in str(err.value)
 
 
-@pytest.mark.parametrize("command", ["linear", "ffn"])
+# linear is slow (90-135 s): the default run checks the seed mechanism on ffn; -m slow runs both
+@pytest.mark.parametrize("command", [pytest.param("linear", marks=pytest.mark.slow), "ffn"])
 def test_seeds_on_the_toy_experiments_aggregate_and_reproduce(command, tmp_path):
     runs = []
     for name in ("a", "b"):
@@ -66,6 +67,8 @@ def test_seeds_on_the_toy_experiments_aggregate_and_reproduce(command, tmp_path)
     assert json.loads((tmp_path / "c" / "metrics.json").read_text())["aggregate"] == a["aggregate"]
 
 
+# slow: 90-130 s; the seed mechanism is the runner's, checked on ffn by default (run with -m slow)
+@pytest.mark.slow
 def test_seeds_on_llm(tmp_path):
     from test_experiments_llm import small_config, write_corpus
 

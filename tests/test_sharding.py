@@ -356,6 +356,8 @@ def test_batch_sharding_spec():
 
 
 
+# slow: 30 s; kept out of the default run for its CI budget (run with -m slow)
+@pytest.mark.slow
 def test_prefix_apply_gives_the_same_loss_and_gradients():
     """Running a causal model on tokens[:, :-1] gives the loss and gradients of the full-length run."""
     model = _build_model(0)

@@ -77,6 +77,8 @@ def test_default_run_metrics(default_run):
         assert w["next_order"][key] is None or w["next_order"][key] > w["closed_form"][key]
 
 
+# slow: 40-50 s; test_seeds checks the same-seed reproduction by default; kept out of the default run for its CI budget (run with -m slow)
+@pytest.mark.slow
 def test_same_seed_same_numbers(default_run, tmp_path):
     """Reproducibility: a second run with the same seed gives the same metrics (shortened run)."""
     args = ["--quiet", "--steps", "600", "--dim", "32"]
@@ -90,6 +92,8 @@ def test_same_seed_same_numbers(default_run, tmp_path):
     np.testing.assert_array_equal(arr_a["E_gd_final"], arr_b["E_gd_final"])
 
 
+# slow: 20-30 s; kept out of the default run for its CI budget (run with -m slow)
+@pytest.mark.slow
 def test_options_reach_the_config(tmp_path):
     out = tmp_path / "run"
     args = ["linear", "--quiet", "--out", str(out), "--dim", "16", "--steps", "200", "--record-every", "10",
@@ -104,6 +108,8 @@ def test_options_reach_the_config(tmp_path):
     assert m["num_keys"] == 21 and len(m["alignment_over_time"]["time"]) <= 60
 
 
+# slow: 30-55 s; kept out of the default run for its CI budget (run with -m slow)
+@pytest.mark.slow
 def test_intervene_predicts_the_change(tmp_path):
     out = tmp_path / "e2"
     args = ["intervene", "--quiet", "--out", str(out), "--dim", "64", "--steps", "1800",

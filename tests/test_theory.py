@@ -423,6 +423,8 @@ def test_predicted_embedding_gram_monte_carlo_and_small_t():
 
 # ----------------------------------------------------------------------------- 7. symbolic derivation
 
+# slow: 50-75 s; the cheap checks of derive_linear_flow run by default; kept out of the default run for its CI budget (run with -m slow)
+@pytest.mark.slow
 def test_verify_linear_flow_all_checks_pass():
     checks = verify_linear_flow()
     assert len(checks) >= 10
@@ -508,6 +510,8 @@ def test_theory_helpers_reject_bad_inputs(simple_task):
     assert _field(e) == "U"
 
 
+# slow: 25-40 s; kept out of the default run for its CI budget (run with -m slow)
+@pytest.mark.slow
 def test_next_order_check_rejects_a_wrong_formula(monkeypatch):
     """The softmax-series check of the next-order gradient fails for a formula missing the centring term."""
     import dataclasses

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
-__all__ = ["approximation_window", "crossing_time", "relative_error", "joint_relative_error", "norm_growth", "last_index_within",
+__all__ = ["approximation_window", "crossing_time", "fit_power_law", "relative_error", "joint_relative_error", "norm_growth", "last_index_within",
            "product_singular_values"]
 
 
@@ -69,3 +70,15 @@ def crossing_time(times: np.ndarray, values: np.ndarray, threshold: float) -> fl
     lo, hi = np.log(values[i - 1]), np.log(values[i])
     frac = (np.log(threshold) - lo) / (hi - lo) if hi > lo else 1.0
     return float(times[i - 1] + frac * (times[i] - times[i - 1]))
+
+
+def fit_power_law(scales, times, confidence: float = 0.95) -> dict[str, float]:
+    """Least-squares slope of log t* on log eps with its t-interval (``exponent``, ``ci_low``, ``ci_high``)."""
+    x, y = np.log(np.asarray(scales, float)), np.log(np.asarray(times, float))
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3:
+        return {"exponent": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "points": int(ok.sum())}
+    fit = stats.linregress(x[ok], y[ok])
+    half = stats.t.ppf(0.5 + confidence / 2, ok.sum() - 2) * fit.stderr
+    return {"exponent": float(fit.slope), "ci_low": float(fit.slope - half), "ci_high": float(fit.slope + half),
+            "points": int(ok.sum())}

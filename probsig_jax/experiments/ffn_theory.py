@@ -24,15 +24,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from scipy import stats
 
 from probsig_jax.analysis import plots
 from probsig_jax.analysis.alignment import AlignmentConfig, compare_one
-from probsig_jax.analysis.trajectories import approximation_window, crossing_time, last_index_within, norm_growth
+from probsig_jax.analysis.trajectories import (approximation_window, crossing_time, fit_power_law, last_index_within,
+                                              norm_growth)
 from probsig_jax.config_base import Config
 from probsig_jax.data import CompositeAdditionConfig
 from probsig_jax.experiments import Experiment
-from probsig_jax.experiments.report import interval_text
+from probsig_jax.experiments.report import with_interval
 from probsig_jax.experiments.toy_tasks import (ALIGNMENT_OPTIONS_UNUSED, TOY_ALIGNMENT, Preset, TaskSignatures,
                                                check_toy_alignment, resolve_data, task_signatures)
 from probsig_jax.models.ffn import FeedForwardModel
@@ -67,7 +67,7 @@ class FFNTheoryConfig(Config):
     """Activation; the theory needs one smooth at 0 (gelu or tanh: ReLU is refused)."""
     init_scale: float = 1e-3
     """eps of the trajectory run: every weight matrix i.i.d. N(0, eps^2) (the 'absolute' convention)."""
-    sweep_scales: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+    sweep_scales: tuple[float, ...] = (5e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 7e-2)
     """eps values of the escape-time sweep (at least 5 values spanning 3 decades for the exponent fit)."""
     learning_rate: float = 1.0
     """Full-batch gradient-descent step eta; flow time t = steps x eta."""
@@ -165,18 +165,6 @@ BLOW_UP_STOP = 10.0
 FLOW_MAX_STEPS = 20_000
 
 
-def fit_power_law(scales, times, confidence: float = 0.95) -> dict[str, float]:
-    """Least-squares slope of log t* on log eps with its t-interval (``exponent``, ``ci_low``, ``ci_high``)."""
-    x, y = np.log(np.asarray(scales, float)), np.log(np.asarray(times, float))
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3:
-        return {"exponent": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "points": int(ok.sum())}
-    fit = stats.linregress(x[ok], y[ok])
-    half = stats.t.ppf(0.5 + confidence / 2, ok.sum() - 2) * fit.stderr
-    return {"exponent": float(fit.slope), "ci_low": float(fit.slope - half), "ci_high": float(fit.slope + half),
-            "points": int(ok.sum())}
-
-
 def _escape_sweep(config: FFNTheoryConfig, sig: TaskSignatures, th, dtype, quiet: bool) -> list[dict[str, Any]]:
     data = sig.task.train
     rows = []
@@ -195,12 +183,24 @@ def _escape_sweep(config: FFNTheoryConfig, sig: TaskSignatures, th, dtype, quiet
                           lambda m: {"top": jnp.linalg.norm(m.unembedding[...] @ m.embedding[...], ord=2)},
                           f"linear gd (eps {eps:g})", True)
             lin_meas = crossing_time(lin_run.times, lin_run.weights["top"], config.threshold)
+            # A run that starts past the threshold has no escape to measure (the law, built on expected values,
+            # still predicts a positive time): its ratio is NaN and the row is flagged, not fitted.
+            lin_started = float(lin_run.weights["top"][0]) >= config.threshold
             rows.append({"init_scale": eps, "ffn_predicted": t_pred, "ffn_measured": t_meas,
-                         "ffn_ratio": t_meas / t_pred, "kappa_predicted": theory.escape_law_constant(th, t_pred, eps),
+                         "ffn_ratio": _ratio(t_meas, t_pred), "ffn_started_past_threshold": t_pred == 0.0,
+                         "kappa_predicted": theory.escape_law_constant(th, t_pred, eps),
                          "kappa_measured": theory.escape_law_constant(th, t_meas, eps),
-                         "linear_predicted": lin_pred, "linear_measured": lin_meas, "linear_ratio": lin_meas / lin_pred})
+                         "linear_predicted": lin_pred, "linear_measured": lin_meas,
+                         "linear_initial_top": float(lin_run.weights["top"][0]),
+                         "linear_started_past_threshold": lin_started,
+                         "linear_ratio": float("nan") if lin_started else _ratio(lin_meas, lin_pred)})
             bar.update(1)
     return rows
+
+
+def _ratio(measured: float, predicted: float) -> float:
+    """measured / predicted; NaN where the init already starts past the threshold (predicted 0)."""
+    return measured / predicted if predicted > 0 else float("nan")
 
 
 def _key_similarity(E_dxF: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -302,41 +302,63 @@ def _sweep_fits(rows, depth: int) -> dict[str, Any]:
     ratios = np.array([r["linear_ratio"] for r in rows])
     return {"ffn_exponent": ffn_fit,
             "ffn_exponent_predicted_times": fit_power_law(scales, [r["ffn_predicted"] for r in rows]),
-            "linear_max_relative_deviation": float(np.nanmax(np.abs(ratios - 1.0))),
+            "linear_max_relative_deviation": float(np.nanmax(np.abs(ratios - 1.0))) if np.isfinite(ratios).any()
+            else float("nan"),
+            "rows_started_past_threshold": {"ffn": sum(bool(r["ffn_started_past_threshold"]) for r in rows),
+                                            "linear": sum(bool(r["linear_started_past_threshold"]) for r in rows)},
             "ffn_max_relative_deviation": float(np.nanmax(np.abs(np.array([r["ffn_ratio"] for r in rows]) - 1.0)))}
 
 
 # ----------------------------------------------------------------------------- outputs
 
-def write_ffn_theory_outputs(result: FFNTheoryResult, out_dir: Path) -> list[Path]:
-    m, times = result.metrics, result.times
-    escape = {"predicted escape": m["escape_time_predicted"]}
-    figs = [plots.save(plots.plot_curves(
-        {o: (times[1:], e[1:]) for o, e in result.rel_err.items()}, ylabel="relative error of all weights",
-        hlines={"1 %": 0.01, "2 %": 0.02}, vlines=escape), out_dir / "trajectory_error.png")]
+def plot_trajectory_errors(result: FFNTheoryResult, ax=None):
+    """Relative error of every flow against GD (and of the truncations against the exact flow) over t."""
+    times = result.times
+    return plots.plot_curves({o: (times[1:], e[1:]) for o, e in result.rel_err.items()}, ax=ax,
+                             ylabel="relative error of all weights", hlines={"1 %": 0.01, "2 %": 0.02},
+                             vlines={"predicted escape": result.metrics["escape_time_predicted"]})
+
+
+def plot_escape_law(result: FFNTheoryResult, ax=None):
+    """Escape time over the init-scale sweep: FFN and linear model, predicted and measured (log-log)."""
     sweep = result.sweep
     eps = np.array([r["init_scale"] for r in sweep])
-    figs.append(plots.save(plots.plot_curves(
-        {"FFN predicted (leading-order flow)": (eps, np.array([r["ffn_predicted"] for r in sweep])),
-         "FFN measured (GD)": (eps, np.array([r["ffn_measured"] for r in sweep])),
-         "linear predicted (closed form)": (eps, np.array([r["linear_predicted"] for r in sweep])),
-         "linear measured (GD)": (eps, np.array([r["linear_measured"] for r in sweep]))},
-        xlabel="init scale eps", ylabel="escape time t*", logx=True, logy=True, marker="o"),
-        out_dir / "escape_time_law.png"))
-    curves = {f"{o}: {block}": (times, v) for o, blocks in result.cosines.items() for block, v in blocks.items()}
-    figs.append(plots.save(plots.plot_curves(curves, ylabel="cosine with the true gradient", logy=False,
-                                             hlines={"0.9": COSINE_THRESHOLD}, vlines=escape),
-                           out_dir / "gradient_cosine.png"))
+    col = lambda key: np.array([r[key] for r in sweep])  # noqa: E731
+    return plots.plot_curves(
+        {"FFN predicted (leading-order flow)": (eps, col("ffn_predicted")), "FFN measured (GD)": (eps, col("ffn_measured")),
+         "linear predicted (closed form)": (eps, col("linear_predicted")),
+         "linear measured (GD)": (eps, col("linear_measured"))},
+        ax=ax, xlabel="init scale eps", ylabel="escape time t*", logx=True, logy=True, marker="o")
+
+
+def plot_gradient_cosines(result: FFNTheoryResult, ax=None):
+    """Cosine of each truncated field with the true full-batch gradient along the GD run, per block and overall."""
+    curves = {f"{o}: {block}": (result.times, v) for o, blocks in result.cosines.items() for block, v in blocks.items()}
+    return plots.plot_curves(curves, ax=ax, ylabel="cosine with the true gradient", logy=False,
+                             hlines={"0.9": COSINE_THRESHOLD},
+                             vlines={"predicted escape": result.metrics["escape_time_predicted"]})
+
+
+def plot_key_similarities(result: FFNTheoryResult, axes=None):
+    """Key-embedding similarity at the end of the early phase: trained, leading, second order, initial."""
     sims = result.similarities
-    figs.append(plots.save(plots.plot_similarity_heatmaps(
+    return plots.plot_similarity_heatmaps(
         {name: sims[name] for name in ("trained", "leading", "second_order", "initial") if name in sims},
-        list(result.signatures.keys.labels)), out_dir / "key_similarity_heatmaps.png"))
+        list(result.signatures.keys.labels), axes=axes)
+
+
+def write_ffn_theory_outputs(result: FFNTheoryResult, out_dir: Path) -> list[Path]:
+    sims = result.similarities
+    figs = [plots.save(plot_trajectory_errors(result), out_dir / "trajectory_error.png"),
+            plots.save(plot_escape_law(result), out_dir / "escape_time_law.png"),
+            plots.save(plot_gradient_cosines(result), out_dir / "gradient_cosine.png"),
+            plots.save(plot_key_similarities(result), out_dir / "key_similarity_heatmaps.png")]
     if "leading" in sims:
         from probsig_jax.analysis.metrics import offdiagonal
         figs.append(plots.save(plots.plot_similarity_scatter(
             offdiagonal(sims["leading"]), offdiagonal(sims["trained"]), xlabel="predicted (leading order)",
             ylabel="trained (GD)"), out_dir / "similarity_scatter.png"))
-    np.savez_compressed(out_dir / "arrays.npz", times=times, growth=result.growth,
+    np.savez_compressed(out_dir / "arrays.npz", times=result.times, growth=result.growth,
                         **{f"rel_err_{k}": v for k, v in result.rel_err.items()},
                         **{f"cos_{o}_{b}": v for o, blocks in result.cosines.items() for b, v in blocks.items()},
                         **{f"sim_{k}": v for k, v in sims.items()})
@@ -359,7 +381,8 @@ def summary_lines(m: dict[str, Any]) -> list[str]:
         lines.append(f"{order} field vs true gradient: cosine {c['initial']['overall']:.4f} at t = 0, drops below "
                      f"{COSINE_THRESHOLD} at t = {_g(c[f'time_below_{COSINE_THRESHOLD:g}'])}")
     for name, comp in m["geometry"]["comparisons"].items():
-        lines.append(f"key similarity {name}: Pearson {interval_text(comp, 'pearson')}")
+        lines.append(f"key similarity {name}: Pearson {with_interval(comp, 'pearson')} "
+                     f"(chance {comp['chance_pearson']:.3f})")
     return lines
 
 

@@ -251,8 +251,8 @@ def predicted_escape_time(theory: FFNTheory, params0, threshold: float = 1.0, *,
     """When the leading-order flow from ``params0`` takes the top singular value of the end-to-end map to
     ``threshold`` (diffrax event with a Newton root find); 0 if it starts above, nan if not before ``t_max``.
 
-    ``t_max`` defaults to 100x the balanced-factor law ``1 / (k c1^k sigma_1 a0^k)`` with ``a0`` the initial
-    weights' RMS entry size."""
+    ``t_max`` defaults to 100x the balanced-factor law (:data:`~.ffn_derivation.balanced_escape_time`) at the
+    initial weights' RMS entry size."""
     check_params(params0, theory)
     require_float(threshold, "threshold", minimum=0.0, strict_minimum=True)
     if float(top_end_to_end_value(params0, theory.c1)) >= threshold:
@@ -260,7 +260,7 @@ def predicted_escape_time(theory: FFNTheory, params0, threshold: float = 1.0, *,
     field = flow_field(theory, "leading")
     if t_max is None:
         rms = float(np.sqrt(np.mean(np.concatenate([np.ravel(x) ** 2 for x in jax.tree.leaves(params0)]))))
-        t_max = 100.0 / (theory.depth * theory.c1**theory.depth * theory.sigma_1 * rms**theory.depth)
+        t_max = 100.0 * _escape_laws()["balanced"](theory.c1, theory.sigma_1, rms, 1.0, theory.depth)
 
     def crossed(t, y, args, **kwargs):
         return top_end_to_end_value(y, theory.c1) - threshold
@@ -274,8 +274,19 @@ def predicted_escape_time(theory: FFNTheory, params0, threshold: float = 1.0, *,
 
 
 def escape_law_constant(theory: FFNTheory, t_escape: float, init_scale: float) -> float:
-    """``kappa = t* c1^k sigma_1 eps^k``: the constant of the power law ``t* = kappa / (c1^k sigma_1 eps^k)``."""
-    return float(t_escape * theory.c1**theory.depth * theory.sigma_1 * init_scale**theory.depth)
+    """``kappa``, the constant of the power law ``t* = kappa / (c1^k sigma_1 eps^k)``
+    (:data:`~.ffn_derivation.ffn_escape_time` solved for kappa)."""
+    return float(_escape_laws()["kappa"](t_escape, theory.c1, theory.sigma_1, init_scale, theory.depth))
+
+
+@functools.lru_cache(maxsize=1)
+def _escape_laws():
+    """The escape-time laws of :mod:`.ffn_derivation`, lambdified (numpy): ``kappa(t*, c1, sigma_1, eps, k)`` and
+    ``balanced(c1, sigma_1, eps, atilde, k)``."""
+    kappa_of_t = sp.solve(sp.Eq(FD.t, FD.ffn_escape_time), FD.kappa)[0]
+    return {"kappa": sp.lambdify((FD.t, FD.c1, FD.sigma_1, FD.eps, FD.depth), kappa_of_t, modules="numpy"),
+            "balanced": sp.lambdify((FD.c1, FD.sigma_1, FD.eps, FD.a_norm, FD.depth), FD.balanced_escape_time,
+                                    modules="numpy")}
 
 
 # ----------------------------------------------------------------------------- fields along a trajectory

@@ -46,6 +46,7 @@ eps = sp.Symbol("epsilon", positive=True)
 t, tau, K, a0 = sp.symbols("t tau K a_0", positive=True)
 layer = sp.Symbol("l", integer=True, positive=True)
 depth = sp.Symbol("k", integer=True, nonnegative=True)
+n_factors = sp.Symbol("D", integer=True, positive=True)   # linear factors of the leading product
 
 #: The activations of :mod:`probsig_jax.models.ffn` as sympy expressions (GELU is JAX's default tanh form).
 ACTIVATION_EXPRESSIONS = {
@@ -170,23 +171,67 @@ def _loss_expansion_check(vocab: int = 3) -> bool:
     return sp.simplify(sp.expand_log(series - predicted, force=True)) == 0
 
 
+def escape_law(D: int) -> tuple[sp.Expr, sp.Expr | None]:
+    """``(a(t), t_blow)`` of balanced aligned factors ``a' = K a^(D-1)``, ``a(0) = a0`` (sympy ``dsolve``).
+
+    ``D`` is the number of linear factors (2 for the linear model, k + 2 for the FFN); ``t_blow`` is where
+    ``1 / a^(D-2)`` vanishes (None for D = 2, which grows exponentially and never blows up)."""
+    a = sp.Function("a")
+    sol = sp.dsolve(sp.Eq(a(t).diff(t), K * a(t) ** (D - 1)), a(t), ics={a(0): a0})
+    sols = sol if isinstance(sol, list) else [sol]
+    # The branch that starts at +a0 and grows (dsolve may return the sign-flipped one too).
+    probe = {t: sp.Rational(1, 10), K: 1, a0: 1}
+    rhs = next(s.rhs for s in sols if sp.N(s.rhs.subs(probe)).is_real and sp.N(s.rhs.subs(probe)) > 1)
+    if D == 2:
+        return rhs, None
+    roots = sp.solve(sp.Eq(1 / rhs ** (D - 2), 0), t)
+    if len(roots) != 1:
+        raise AssertionError(f"D = {D}: expected one blow-up time, got {roots}")
+    return rhs, roots[0]
+
+
+#: The blow-up time the derivation states for D >= 3 linear factors (checked against :func:`escape_law`).
+blow_up_time = 1 / ((n_factors - 2) * K * a0 ** (n_factors - 2))
+
+
+sigma_1, kappa, a_norm = sp.symbols("sigma_1 kappa atilde", positive=True)
+#: The FFN's escape time from the homogeneity of the leading field (degree k + 1): kappa is set by the
+#: initialisation normalised to unit scale, sigma_1 is the top singular value of M.
+ffn_escape_time = kappa / (c1**depth * sigma_1 * eps**depth)
+#: Balanced aligned factors (amplitude eps * atilde, K = c1^k sigma_1): the blow-up time of D = k + 2 factors.
+balanced_escape_time = blow_up_time.subs({n_factors: depth + 2, K: c1**depth * sigma_1, a0: eps * a_norm})
+
+
+def second_order_potential_expression() -> sp.Expr:
+    """``Phi_2`` as an indexed sum over layers ``l``, units ``j``, features ``s, r`` and labels ``y``: the
+    contraction :func:`probsig_jax.theory.ffn.second_order_potential_from_joint` evaluates, with
+    ``T[s, r, y] = f_s (J_s (I - u 1 1^T))[r, y]``, ``B_l = W_l^T ... W_1^T E`` and ``Ut_l = U W_k^T ... W_(l+1)^T``."""
+    j, s, r, y = sp.symbols("j s r y", integer=True, positive=True)
+    F, V, n_l = sp.symbols("F V n_l", integer=True, positive=True)
+    T, B, Ut = sp.IndexedBase("T"), sp.IndexedBase("B_l"), sp.IndexedBase("Ut_l")
+    inner = sp.Sum(T[s, r, y] * B[j, s] * B[j, r] * Ut[y, j], (j, 1, n_l), (s, 1, F), (r, 1, F), (y, 1, V))
+    return sp.Sum(second_order_coefficient * inner, (layer, 1, depth))
+
+
+def _escape_constant_check() -> bool:
+    """The balanced-factor blow-up time is the power law with kappa = 1 / (k atilde^k)."""
+    return sp.simplify(balanced_escape_time - ffn_escape_time.subs(kappa, 1 / (depth * a_norm**depth))) == 0
+
+
 def _escape_law_check() -> dict[str, bool]:
-    """Balanced aligned factors: a' = K a^(D-1). D = 2: exponential; D >= 3: blow-up at 1 / ((D-2) K a0^(D-2))."""
+    """D = 2: exponential; D >= 3: blow-up at 1 / ((D-2) K a0^(D-2))."""
     out = {}
     for D in (2, 3, 4):
-        a = sp.Function("a")
-        sol = sp.dsolve(sp.Eq(a(t).diff(t), K * a(t) ** (D - 1)), a(t), ics={a(0): a0})
-        sols = sol if isinstance(sol, list) else [sol]
+        rhs, t_blow = escape_law(D)
         if D == 2:
-            out["D = 2 (linear model): a(t) = a0 exp(K t), no finite-time blow-up"] = any(
-                sp.simplify(s.rhs - a0 * sp.exp(K * t)) == 0 for s in sols)
+            out["D = 2 (linear model): a(t) = a0 exp(K t), no finite-time blow-up"] = \
+                sp.simplify(rhs - a0 * sp.exp(K * t)) == 0
             continue
-        blow = 1 / ((D - 2) * K * a0 ** (D - 2))
-        ok = False
-        for s in sols:
-            denom_zero = sp.solve(sp.Eq(1 / s.rhs ** (D - 2), 0), t)
-            ok |= any(sp.simplify(b - blow) == 0 for b in denom_zero)
-        out[f"D = {D}: a(t) = a0 (1 - (D-2) K a0^(D-2) t)^(-1/(D-2)) blows up at t = 1 / ((D-2) K a0^(D-2))"] = ok
+        expected = blow_up_time.subs(n_factors, D)
+        out[f"D = {D}: a(t) = a0 (1 - (D-2) K a0^(D-2) t)^(-1/(D-2)) blows up at t = 1 / ((D-2) K a0^(D-2))"] = (
+            sp.simplify(t_blow - expected) == 0
+            and sp.simplify(rhs.subs(t, 0) - a0) == 0
+            and sp.simplify(rhs.diff(t) - K * rhs ** (D - 1)) == 0)
     return out
 
 
@@ -236,6 +281,8 @@ def verify_ffn_flow() -> dict[str, bool]:
         checks[f"-log softmax(lam z)_y = log V - lam (e_y - u 1)^T z + O(lam^2), V = {vocab}"] = \
             _loss_expansion_check(vocab)
     checks.update(_escape_law_check())
+    checks["t* = kappa / (c1^k sigma_1 eps^k); balanced aligned factors: kappa = 1 / (k atilde^k)"] = \
+        _escape_constant_check()
     for name in ACTIVATION_EXPRESSIONS:
         k1, k2, _ = activation_coefficients(name)
         checks[f"{name}: sigma(0) = 0 and c1 = {k1}, c2 = {k2}"] = True

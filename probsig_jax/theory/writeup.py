@@ -25,7 +25,8 @@ import argparse
 import difflib
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
 
 import sympy as sp
 
@@ -111,12 +112,19 @@ def _check_section(der: D.LinearFlowDerivation, checks: Mapping[str, bool] | Non
         "form substituted into the ODE.",
         "",
     ]
+    return out + check_table(checks, cheap, "derive_linear_flow", "verify_linear_flow")
+
+
+def check_table(checks: Mapping[str, bool], cheap: set, cheap_by: str, full_by: str) -> list[str]:
+    """The Markdown table of named check results; ``cheap`` names the checks run by ``cheap_by`` (the rest by
+    ``full_by``), and a table of the cheap checks alone says it was rendered with ``--skip-verify``."""
+    out = []
     if set(checks) == cheap:
-        out += ["Only the checks run by `derive_linear_flow` are listed: this file was rendered "
-                "without `verify_linear_flow` (`--skip-verify`).", ""]
+        out += [f"Only the checks run by `{cheap_by}` are listed: this file was rendered "
+                f"without `{full_by}` (`--skip-verify`).", ""]
     out += ["| # | check | run by | result |", "|---|---|---|---|"]
     for i, (name, ok) in enumerate(checks.items(), start=1):
-        by = "`derive_linear_flow`" if name in cheap else "`verify_linear_flow`"
+        by = f"`{cheap_by}`" if name in cheap else f"`{full_by}`"
         out.append(f"| {i} | {_code(name)} | {by} | {'passed' if ok else '**FAILED**'} |")
     out.append("")
     return out
@@ -373,28 +381,40 @@ def write_atomic(path: Path, text: str) -> None:
     write_text(path, text)
 
 
-def _parser(default_out: Path) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="derive_linear_flow.py",
-        description="Derive the linear model's gradient flow with sympy, verify it, and write the "
-                    "Markdown write-up (PAPER section 4).")
+@dataclass(frozen=True)
+class WriteupDocument:
+    """One generated write-up: how to derive and verify it, how to render it, and its command line.
+
+    ``build(skip_verify)`` returns ``(derivation, checks)`` (the cheap checks when ``skip_verify``; raises
+    AssertionError on a failed derivation); ``render(derivation, checks)`` returns the Markdown."""
+
+    prog: str
+    description: str
+    default_out: Path
+    generator_command: str
+    verify_cost: str
+    build: Callable[[bool], tuple[object, dict]]
+    render: Callable[[object, Mapping[str, bool] | None], str]
+
+
+def _parser(doc: WriteupDocument, default_out: Path) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=doc.prog, description=doc.description)
     p.add_argument("--out", type=Path, default=default_out,
                    help=f"the Markdown file to write or check (default: {default_out})")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 if --out differs from a fresh rendering (stale write-up)")
     p.add_argument("--skip-verify", action="store_true",
-                   help="skip verify_linear_flow (about 10-15 s) and list only the cheap checks of "
-                        "derive_linear_flow; with --check, compare only the part before the "
-                        "verification table")
+                   help=f"skip the expensive verification ({doc.verify_cost}) and list only the cheap checks of "
+                        "the derivation; with --check, compare only the part before the verification table")
     return p
 
 
-def main(argv: Sequence[str] | None = None, *, default_out: Path | None = None) -> int:
-    """Command line of ``theory/derive_linear_flow.py``; returns the exit status (0 ok, 1 failure)."""
-    args = _parser(Path(default_out) if default_out is not None else DEFAULT_OUT).parse_args(argv)
+def document_main(doc: WriteupDocument, argv: Sequence[str] | None = None, *,
+                  default_out: Path | None = None) -> int:
+    """Command line of a generated write-up; returns the exit status (0 ok, 1 failure)."""
+    args = _parser(doc, Path(default_out) if default_out is not None else doc.default_out).parse_args(argv)
     try:
-        der = D.derive_linear_flow()
-        checks = dict(der.checks) if args.skip_verify else dict(D.verify_linear_flow())
+        der, checks = doc.build(args.skip_verify)
     except AssertionError as exc:
         print(f"error: the derivation failed verification: {exc}", file=sys.stderr)
         return 1
@@ -402,12 +422,12 @@ def main(argv: Sequence[str] | None = None, *, default_out: Path | None = None) 
     if failed:
         print(f"error: {len(failed)} verification check(s) failed: {failed}", file=sys.stderr)
         return 1
-    text = render_linear_flow_markdown(der, checks)
+    text = doc.render(der, checks)
     out: Path = args.out
 
     if args.check:
         if not out.is_file():
-            print(f"error: {out} does not exist; generate it with {GENERATOR_COMMAND}", file=sys.stderr)
+            print(f"error: {out} does not exist; generate it with {doc.generator_command}", file=sys.stderr)
             return 1
         current = out.read_bytes().decode("utf-8", errors="replace")
         expected, found = text, current
@@ -418,7 +438,7 @@ def main(argv: Sequence[str] | None = None, *, default_out: Path | None = None) 
                                              fromfile=f"{out} (committed)", tofile="regenerated", lineterm="", n=1))
             shown = diff[:40] + ([f"... ({len(diff) - 40} more diff lines)"] if len(diff) > 40 else [])
             print("\n".join(shown), file=sys.stderr)
-            print(f"error: {out} is stale; regenerate it with {GENERATOR_COMMAND}", file=sys.stderr)
+            print(f"error: {out} is stale; regenerate it with {doc.generator_command}", file=sys.stderr)
             return 1
         scope = " (derivation part; verification table not compared)" if args.skip_verify else ""
         print(f"{out} is up to date{scope}")
@@ -430,3 +450,21 @@ def main(argv: Sequence[str] | None = None, *, default_out: Path | None = None) 
     write_atomic(out, text)
     print(f"wrote {out} ({len(checks)} checks passed)")
     return 0
+
+
+def _build_linear(skip_verify: bool) -> tuple[D.LinearFlowDerivation, dict]:
+    der = D.derive_linear_flow()
+    return der, dict(der.checks) if skip_verify else dict(D.verify_linear_flow())
+
+
+LINEAR_DOCUMENT = WriteupDocument(
+    prog="derive_linear_flow.py",
+    description="Derive the linear model's gradient flow with sympy, verify it, and write the Markdown "
+                "write-up (PAPER section 4).",
+    default_out=DEFAULT_OUT, generator_command=GENERATOR_COMMAND, verify_cost="about 10-15 s",
+    build=_build_linear, render=lambda der, checks: render_linear_flow_markdown(der, checks))
+
+
+def main(argv: Sequence[str] | None = None, *, default_out: Path | None = None) -> int:
+    """Command line of ``theory/derive_linear_flow.py``; returns the exit status (0 ok, 1 failure)."""
+    return document_main(LINEAR_DOCUMENT, argv, default_out=default_out)
