@@ -13,7 +13,7 @@ import sympy as sp
 
 from probsig_jax.theory import ffn_derivation as FD
 from probsig_jax.theory import ffn_writeup as W
-from probsig_jax.theory.writeup import latex, split_verification
+from probsig_jax.theory.markdown import latex, split_verification
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "theory" / "derive_ffn_flow.py"
@@ -41,7 +41,8 @@ def test_every_derived_expression_appears(ders, text):
         assert latex(expr) in text
     for D in (2, 3, 4):
         assert sp.latex(FD.escape_law(D)[0]) in text
-    assert "B_{l}" in text and r"\tilde U_{l}" in text and "Ut_l" not in text
+    assert latex(FD.second_order_potential_expression()) in text
+    assert "{B_{l}}" in text and r"{\tilde{U}_{l}}" in text
 
 
 def test_rendering_is_deterministic_and_lists_the_checks(ders, text):

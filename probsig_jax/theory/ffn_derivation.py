@@ -205,10 +205,11 @@ balanced_escape_time = blow_up_time.subs({n_factors: depth + 2, K: c1**depth * s
 def second_order_potential_expression() -> sp.Expr:
     """``Phi_2`` as an indexed sum over layers ``l``, units ``j``, features ``s, r`` and labels ``y``: the
     contraction :func:`probsig_jax.theory.ffn.second_order_potential_from_joint` evaluates, with
-    ``T[s, r, y] = f_s (J_s (I - u 1 1^T))[r, y]``, ``B_l = W_l^T ... W_1^T E`` and ``Ut_l = U W_k^T ... W_(l+1)^T``."""
+    ``T[s, r, y] = f_s (J_s (I - u 1 1^T))[r, y]``, ``B_l = W_l^T ... W_1^T E`` and
+    ``Utilde_l = U W_k^T ... W_(l+1)^T``."""
     j, s, r, y = sp.symbols("j s r y", integer=True, positive=True)
     F, V, n_l = sp.symbols("F V n_l", integer=True, positive=True)
-    T, B, Ut = sp.IndexedBase("T"), sp.IndexedBase("B_l"), sp.IndexedBase("Ut_l")
+    T, B, Ut = sp.IndexedBase("T"), sp.IndexedBase("B_l"), sp.IndexedBase("Utilde_l")   # LaTeX: \tilde{U}_{l}
     inner = sp.Sum(T[s, r, y] * B[j, s] * B[j, r] * Ut[y, j], (j, 1, n_l), (s, 1, F), (r, 1, F), (y, 1, V))
     return sp.Sum(second_order_coefficient * inner, (layer, 1, depth))
 

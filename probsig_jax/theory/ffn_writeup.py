@@ -3,9 +3,9 @@
 :func:`render_ffn_flow_markdown` turns the sympy objects of :mod:`probsig_jax.theory.ffn_derivation`
 (``derive_ffn_flow(1)``, ``derive_ffn_flow(2)``, the escape laws and the activation series) into Markdown with
 LaTeX; every formula is ``sympy.latex`` of the derivation's own expression (through
-:func:`probsig_jax.theory.writeup.latex`), only prose and notation are hand-written. :data:`FFN_DOCUMENT` is the
+:func:`probsig_jax.theory.markdown.latex`), only prose and notation are hand-written. :data:`FFN_DOCUMENT` is the
 command line behind ``theory/derive_ffn_flow.py`` (the same ``--check`` / ``--skip-verify`` as the linear
-write-up, :func:`probsig_jax.theory.writeup.document_main`).
+write-up, :func:`probsig_jax.theory.markdown.document_main`).
 """
 
 from __future__ import annotations
@@ -16,27 +16,11 @@ from typing import Mapping, Sequence
 import sympy as sp
 
 from probsig_jax.theory import ffn_derivation as FD
-from probsig_jax.theory.writeup import VERIFICATION_MARKER, WriteupDocument, check_table, document_main, latex
+from probsig_jax.theory.markdown import VERIFICATION_MARKER, WriteupDocument, check_table, display, document_main, latex
 
 GENERATOR_COMMAND = "python theory/derive_ffn_flow.py"
 DEFAULT_OUT = Path("theory") / "ffn_gradient_flow.md"
 DEPTHS = (1, 2)
-
-_NAMES = {"{Ut_{l}}": r"{\tilde U_{l}}"}
-
-
-def _tex(expr) -> str:
-    """:func:`latex` with this document's display names (``Ut_l`` -> ``\\tilde U_l``)."""
-    text = latex(expr)
-    for raw, shown in _NAMES.items():
-        text = text.replace(raw, shown)
-    return text
-
-
-def _display(lhs: str, expr, label: str | None = None) -> str:
-    head = f"`{label}`:\n\n" if label else ""
-    return f"{head}$$\n{lhs} = {_tex(expr)}\n$$\n"
-
 
 def _check_section(cheap: set, checks: Mapping[str, bool] | None) -> list[str]:
     out = [VERIFICATION_MARKER, "## 8. Verification", ""]
@@ -110,8 +94,8 @@ def render_ffn_flow_markdown(derivations: Sequence[FD.FFNFlowDerivation] | None 
     add("To first order in the curvature $c_2$ the network output is (checked on explicit networks of depth 1 and "
         "2, every weight a sympy symbol, forward mode in the coefficients):")
     add("")
-    add("$$\nz = " + _tex(FD.leading_coefficient) + " U B_k c + \\sum_{l=1}^{k} "
-        + _tex(FD.second_order_coefficient) + " \\tilde U_l (B_l c)^{\\circ 2} + O(c_2^2, c_3)\n$$\n")
+    add("$$\nz = " + latex(FD.leading_coefficient) + " U B_k c + \\sum_{l=1}^{k} "
+        + latex(FD.second_order_coefficient) + " \\tilde U_l (B_l c)^{\\circ 2} + O(c_2^2, c_3)\n$$\n")
     add("with $B_l = W_l^T \\cdots W_1^T E$ ($n_l \\times F$), $\\tilde U_l = U W_k^T \\cdots W_{l+1}^T$ ($V \\times n_l$) "
         "and $\\circ 2$ the elementwise square (`leading_coefficient`, `second_order_coefficient`).")
     add("")
@@ -126,9 +110,9 @@ def render_ffn_flow_markdown(derivations: Sequence[FD.FFNFlowDerivation] | None 
         E, Ws, U, M = der.symbols
         add(f"### {der.depth} hidden layer{'s' if der.depth > 1 else ''}")
         add("")
-        add(_display(r"\Phi_1", der.leading_potential, "leading_potential"))
+        add(display(r"\Phi_1", der.leading_potential, "leading_potential"))
         for X, fld in zip((E, *Ws, U), der.leading_field):
-            add(_display(f"\\frac{{d{sp.latex(X)}}}{{dt}}", fld))
+            add(display(f"\\frac{{d{sp.latex(X)}}}{{dt}}", fld))
     add("For one hidden layer the embedding of feature $s$ moves as $\\dot e_s = c_1 W U^T M_{:,s} = "
         "c_1 f_s W U^T (Q_s - u\\mathbf{1})$: PAPER's leading-order flow, with the power of $c_1$ settled.")
     add("")
@@ -141,7 +125,7 @@ def render_ffn_flow_markdown(derivations: Sequence[FD.FFNFlowDerivation] | None 
         "$J_s(r, y) = P(r \\in X, Y = y \\mid s \\in X)$ (`signatures.joint_signature`; counts instead of "
         "indicators when a feature repeats). The curvature potential (`second_order_potential_expression`) is")
     add("")
-    add(_display(r"\Phi_2", FD.second_order_potential_expression()))
+    add(display(r"\Phi_2", FD.second_order_potential_expression()))
     add("with the layer coefficients, per depth:")
     add("")
     add("| hidden layers | coefficients of layers 1..k |")
@@ -182,16 +166,16 @@ def render_ffn_flow_markdown(derivations: Sequence[FD.FFNFlowDerivation] | None 
     add("so the linear model ($D = 2$) escapes on a logarithmic time, $\\log(1/\\epsilon)/\\sigma_1$ (the linear "
         "write-up), while $D \\ge 3$ factors blow up in finite time (`blow_up_time`):")
     add("")
-    add(_display(r"t_{\mathrm{blow}}", FD.blow_up_time))
+    add(display(r"t_{\mathrm{blow}}", FD.blow_up_time))
     add("Rescaling $\\theta = \\epsilon\\tilde\\theta$, $\\tau = c_1^k \\sigma_1 \\epsilon^k t$ removes $\\epsilon$ from "
         "the leading flow, hence the FFN's power law (`ffn_escape_time`)")
     add("")
-    add(_display("t^*", FD.ffn_escape_time))
+    add(display("t^*", FD.ffn_escape_time))
     add("with $\\kappa$ fixed by the normalised initialisation and the escape threshold. For balanced aligned "
         "factors of normalised amplitude $\\tilde a$, $D = k + 2$ and $K = c_1^k \\sigma_1$ "
         "(`balanced_escape_time`, checked equal to the power law with $\\kappa = 1/(k \\tilde a^k)$):")
     add("")
-    add(_display(r"t^*_{\mathrm{balanced}}", FD.balanced_escape_time))
+    add(display(r"t^*_{\mathrm{balanced}}", FD.balanced_escape_time))
     add("A random initialisation is neither balanced nor aligned, so `probsig_jax.theory.ffn.predicted_escape_time` "
         "integrates the leading flow from the actual initial weights to the threshold; the exponent $-k$ is the "
         "derived, testable part.")

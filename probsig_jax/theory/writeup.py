@@ -11,70 +11,30 @@ are written by hand.
 :func:`main` is the command line behind ``theory/derive_linear_flow.py``: it
 verifies the derivation (:func:`~probsig_jax.theory.derivation.verify_linear_flow`),
 renders the document and writes it atomically, or with ``--check`` reports
-whether the committed file is stale. The output is deterministic: the same
-derivation and checks give byte-identical text.
-
-Length (over the ~400-line guideline, kept as one module on purpose): about 230 of its lines are the
-write-up's own prose inside :func:`render_linear_flow_markdown`, one section after another; splitting the
-document across modules would only scatter one text.
+whether the committed file is stale (:func:`probsig_jax.theory.markdown.document_main`, shared with the
+FFN write-up). The output is deterministic: the same derivation and checks give byte-identical text.
 """
 
 from __future__ import annotations
 
-import argparse
-import difflib
-import sys
 from pathlib import Path
-from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import sympy as sp
 
-from probsig_jax.runs import write_text
 from probsig_jax.theory import derivation as D
+from probsig_jax.theory.markdown import (VERIFICATION_MARKER, WriteupDocument, check_table, display, document_main,
+                                         latex)
+from probsig_jax.theory.markdown import split_verification
+
+__all__ = ["GENERATOR_COMMAND", "LINEAR_DOCUMENT", "latex", "main", "render_linear_flow_markdown", "split_verification"]
 
 GENERATOR_COMMAND = "python theory/derive_linear_flow.py"
 DEFAULT_OUT = Path("theory") / "linear_gradient_flow.md"
 
-#: Marker line that starts the verification section. Everything before it depends
-#: only on the derivation, so ``--check --skip-verify`` compares that part alone.
-VERIFICATION_MARKER = "<!-- verification-checks -->"
-
-# Display names for auxiliary symbols whose sympy names are not good LaTeX.
-# Keyed by symbol name; applied by :func:`latex` to whatever symbols of that name
-# an expression holds (their assumptions do not matter).
-_SYMBOL_LATEX = {
-    "logsumexp_z": r"\operatorname{logsumexp}(z)",
-    "mean_w2": r"\overline{w^{2}}",
-    "one": r"\mathbf{1}",
-}
-
-
-def latex(expr) -> str:
-    """``sympy.latex`` of ``expr`` with the write-up's display names for auxiliary symbols."""
-    free = getattr(expr, "free_symbols", set())
-    names = {s: _SYMBOL_LATEX[s.name] for s in free if getattr(s, "name", None) in _SYMBOL_LATEX}
-    return sp.latex(expr, symbol_names=names) if names else sp.latex(expr)
-
-
-def _display(lhs: str, expr, field: str | None = None, suffix: str = "") -> str:
-    """A display-math block ``lhs = latex(expr) suffix``, labelled with the derivation field it shows."""
-    body = f"{lhs} = {latex(expr)}{suffix}"
-    label = f"`{field}`:\n\n" if field else ""
-    return f"{label}$$\n{body}\n$$\n"
-
-
 def _shape(sym: sp.MatrixSymbol) -> str:
     rows, cols = sym.shape
     return f"${sp.latex(rows)} \\times {sp.latex(cols)}$"
-
-
-def _code(text: str) -> str:
-    """A Markdown code span that survives ``|`` in a table cell."""
-    text = text.replace("|", "\\|")
-    fence = "``" if "`" in text else "`"
-    pad = " " if fence == "``" else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _matrix_symbols() -> list[tuple[sp.MatrixSymbol, str]]:
@@ -113,21 +73,6 @@ def _check_section(der: D.LinearFlowDerivation, checks: Mapping[str, bool] | Non
         "",
     ]
     return out + check_table(checks, cheap, "derive_linear_flow", "verify_linear_flow")
-
-
-def check_table(checks: Mapping[str, bool], cheap: set, cheap_by: str, full_by: str) -> list[str]:
-    """The Markdown table of named check results; ``cheap`` names the checks run by ``cheap_by`` (the rest by
-    ``full_by``), and a table of the cheap checks alone says it was rendered with ``--skip-verify``."""
-    out = []
-    if set(checks) == cheap:
-        out += [f"Only the checks run by `{cheap_by}` are listed: this file was rendered "
-                f"without `{full_by}` (`--skip-verify`).", ""]
-    out += ["| # | check | run by | result |", "|---|---|---|---|"]
-    for i, (name, ok) in enumerate(checks.items(), start=1):
-        by = f"`{cheap_by}`" if name in cheap else f"`{full_by}`"
-        out.append(f"| {i} | {_code(name)} | {by} | {'passed' if ok else '**FAILED**'} |")
-    out.append("")
-    return out
 
 
 def render_linear_flow_markdown(derivation: D.LinearFlowDerivation | None = None,
@@ -212,7 +157,7 @@ def render_linear_flow_markdown(derivation: D.LinearFlowDerivation | None = None
         "loss of one sample with label $y$ is the softmax cross-entropy $\\ell = -\\log "
         "\\mathrm{softmax}(z)_y$, which sympy writes as")
     add("")
-    add(_display(r"\ell", der.loss_scalar, "loss_scalar"))
+    add(display(r"\ell", der.loss_scalar, "loss_scalar"))
     add("and the training loss is its mean $L(E, U) = \\mathbb{E}[\\ell]$ over the data.")
     add("")
 
@@ -221,8 +166,8 @@ def render_linear_flow_markdown(derivation: D.LinearFlowDerivation | None = None
     add("With the gradient matrix $G = \\mathbb{E}[(e_Y - \\mathrm{softmax}(z(X)))\\,c(X)^T]$ "
         "the gradients of the loss are")
     add("")
-    add(_display(r"\nabla_E L", der.loss_gradient_E, "loss_gradient_E"))
-    add(_display(r"\nabla_U L", der.loss_gradient_U, "loss_gradient_U"))
+    add(display(r"\nabla_E L", der.loss_gradient_E, "loss_gradient_E"))
+    add(display(r"\nabla_U L", der.loss_gradient_U, "loss_gradient_U"))
     add("These matrix formulas are checked without automatic differentiation: `verify_linear_flow` "
         "builds the loss of one sample of an explicit model ($V = 3$, $d = 2$, every entry of $E$, "
         "$U$, $c$ a sympy symbol), differentiates it with `sympy.diff` entry by entry for each "
@@ -230,15 +175,15 @@ def render_linear_flow_markdown(derivation: D.LinearFlowDerivation | None = None
         "averaging over samples gives the two lines above. On a data set of $N$ samples, with "
         "labels and probabilities stacked into rows scaled by the sample weights, $G$ is")
     add("")
-    add(_display("G", der.gradient_matrix, "gradient_matrix"))
+    add(display("G", der.gradient_matrix, "gradient_matrix"))
 
     add("## 4. The gradient-flow ODE")
     add("")
     add("Gradient flow $\\dot\\theta = -\\nabla L$ (gradient descent with learning rate $\\eta$ "
         "follows it at $t = k\\eta$ after $k$ steps, up to $O(\\eta)$) is, exactly,")
     add("")
-    add(_display(r"\frac{dE}{dt}", der.flow_E, "flow_E"))
-    add(_display(r"\frac{dU}{dt}", der.flow_U, "flow_U"))
+    add(display(r"\frac{dE}{dt}", der.flow_E, "flow_E"))
+    add(display(r"\frac{dU}{dt}", der.flow_U, "flow_U"))
     add("It is nonlinear through $G$, which depends on $E$ and $U$ through the softmax. "
         "`probsig_jax.theory.linear.integrate_flow(order=\"exact\")` integrates it numerically.")
     add("")
@@ -249,7 +194,7 @@ def render_linear_flow_markdown(derivation: D.LinearFlowDerivation | None = None
         "For such small logits the softmax expands around the uniform distribution; with "
         "$w_j = z_j - \\bar z$ ($\\bar z$ the mean logit), to first order")
     add("")
-    add(_display(r"\mathrm{softmax}(z)_j", der.softmax_first_order, "softmax_first_order"))
+    add(display(r"\mathrm{softmax}(z)_j", der.softmax_first_order, "softmax_first_order"))
     add("where the term linear in $z$ is $O(\\epsilon^2)$. `verify_linear_flow` checks this series, and the second-order term of "
         "section 8, against `sympy.series` of the softmax for $V = 2, 3, 4$. At leading order the "
         "softmax is the uniform $u\\mathbf{1}$, so $G$ becomes the signature matrix "
@@ -257,11 +202,11 @@ def render_linear_flow_markdown(derivation: D.LinearFlowDerivation | None = None
         "Substituting $G \\to M$ in the flow and writing $A = E^T$ ($F \\times d$), $B = U$ "
         "($V \\times d$) gives the linearised flow")
     add("")
-    add(_display(r"\frac{dA}{dt}", lin_dA))
-    add(_display(r"\frac{dB}{dt}", lin_dB))
+    add(display(r"\frac{dA}{dt}", lin_dA))
+    add(display(r"\frac{dB}{dt}", lin_dB))
     add("that is, a linear ODE with a constant block matrix built from the data alone:")
     add("")
-    add(_display(r"\frac{d}{dt}" + latex(stacked), sp.MatMul(block, stacked)))
+    add(display(r"\frac{d}{dt}" + latex(stacked), sp.MatMul(block, stacked)))
     add("Column $s$ of $M$ is $f_s (Q_s - u\\mathbf{1})$, the frequency-weighted, centred label "
         "signature of feature $s$ (PAPER section 3): each embedding moves along its signature.")
     add("")
@@ -272,31 +217,31 @@ def render_linear_flow_markdown(derivation: D.LinearFlowDerivation | None = None
         "mode coordinates $a_k = q_k^T A$ and $b_k = p_k^T B$ (each a row of $d$ numbers) decouple: "
         "singular value $\\sigma$ couples $(a, b)$ through the generator")
     add("")
-    add(_display("K", der.mode_generator, "mode_generator"))
+    add(display("K", der.mode_generator, "mode_generator"))
     add("whose exponential, computed by sympy and rewritten in hyperbolic functions, is the mode "
         "propagator")
     add("")
-    add(_display(r"e^{K t}", der.mode_propagator, "mode_propagator"))
+    add(display(r"e^{K t}", der.mode_propagator, "mode_propagator"))
     add("so that one mode evolves as")
     add("")
-    add(_display("a(t)", der.mode_update_a, "mode_update_a"))
-    add(_display("b(t)", der.mode_update_b, "mode_update_b"))
+    add(display("a(t)", der.mode_update_a, "mode_update_a"))
+    add(display("b(t)", der.mode_update_b, "mode_update_b"))
     add(f"Assembling the modes, with $C_h = \\mathrm{{diag}}_k\\big({latex(cosh_k)}\\big)$ and "
         f"$S_h = \\mathrm{{diag}}_k\\big({latex(sinh_k)}\\big)$ ($r \\times r$), the closed form of "
         "the linearised flow is")
     add("")
-    add(_display("A(t)", der.closed_form_A, "closed_form_A"))
-    add(_display("B(t)", der.closed_form_B, "closed_form_B"))
+    add(display("A(t)", der.closed_form_A, "closed_form_A"))
+    add(display("B(t)", der.closed_form_B, "closed_form_B"))
     add("Components of $A_0$ outside the range of $Q$ and of $B_0$ outside the range of $P$ keep "
         "their initial values. The change of the embedding alone is")
     add("")
-    add(_display(r"A(t) - A_0", der.closed_form_A_matrix, "closed_form_A_matrix"))
+    add(display(r"A(t) - A_0", der.closed_form_A_matrix, "closed_form_A_matrix"))
     add("The package evaluates the closed form mode by mode (no $V \\times V$ or $F \\times F$ "
         "products): it updates $a = Q^T A_0$, $b = P^T B_0$ with `mode_update_a`/`mode_update_b` "
         "and assembles")
     add("")
-    add(_display("A(t)", der.closed_form_assembly_A, "closed_form_assembly_A"))
-    add(_display("B(t)", der.closed_form_assembly_B, "closed_form_assembly_B"))
+    add(display("A(t)", der.closed_form_assembly_A, "closed_form_assembly_A"))
+    add(display("B(t)", der.closed_form_assembly_B, "closed_form_assembly_B"))
     add("`derive_linear_flow` checks that the propagator equals the matrix exponential and solves "
         "$\\dot\\Phi = K\\Phi$, $\\Phi(0) = I$; `verify_linear_flow` substitutes the assembled matrix "
         "closed form, for an explicit $M = P S Q^T$ with rotations $P$, $Q$ and two distinct "
@@ -308,11 +253,11 @@ def render_linear_flow_markdown(derivation: D.LinearFlowDerivation | None = None
     add("Take the entries of $A_0$ and $B_0$ i.i.d. $\\mathcal{N}(0, \\epsilon^2)$ (isotropic small "
         "initialisation). Per mode and per width coordinate the cross term averages out and")
     add("")
-    add(_display(r"\mathbb{E}\left[a(t)^2\right]", der.expected_mode_gram, "expected_mode_gram"))
+    add(display(r"\mathbb{E}\left[a(t)^2\right]", der.expected_mode_gram, "expected_mode_gram"))
     add("hence the expected embedding Gram is $\\mathbb{E}[A A^T] = \\epsilon^2 d\\,[I + Q(\\cosh(2 S t) "
         "- I)Q^T]$ (and the unembedding Gram the same with $P$: output signatures). For small $t$")
     add("")
-    add(_display(r"\frac{\mathbb{E}\left[a(t)^2\right]}{\epsilon^2}", der.expected_mode_gram_series,
+    add(display(r"\frac{\mathbb{E}\left[a(t)^2\right]}{\epsilon^2}", der.expected_mode_gram_series,
                  "expected_mode_gram_series", suffix=" + O(t^{4})"))
     add("so early on the off-diagonal embedding similarity is proportional to $M^T M$, the inner products of the centred, "
         "weighted input signatures.")
@@ -328,14 +273,14 @@ def render_linear_flow_markdown(derivation: D.LinearFlowDerivation | None = None
     add("The logit map $U E = B A^T$ has, in the leading mode, the value $b(t) \\cdot a(t)$ (summed "
         "over the $d$ width coordinates); its expectation is the growth amplitude")
     add("")
-    add(_display(r"\mathbb{E}\left[a(t) \cdot b(t)\right]", der.expected_product_amplitude,
+    add(display(r"\mathbb{E}\left[a(t) \cdot b(t)\right]", der.expected_product_amplitude,
                  "expected_product_amplitude"))
     add("Each mode of the weights grows like $e^{\\sigma t}$ and the amplitude like "
         "$e^{2\\sigma t}$, after a plateau. The escape time $t^*$ is when the "
         "amplitude of the leading mode ($\\sigma = \\sigma_1$) reaches a threshold $\\theta$:")
     add("")
-    add(_display("t^*", der.escape_time, "escape_time"))
-    add(_display("t^*", escape_log))
+    add(display("t^*", der.escape_time, "escape_time"))
+    add(display("t^*", escape_log))
     add(f"As $\\epsilon \\to 0$, $\\sigma t^* / \\log(1/\\epsilon) \\to {latex(escape_ratio)}$ (the "
         f"paper's $t^* \\sim \\log(1/\\epsilon)/\\sigma_1$), and more precisely "
         f"$t^* - {latex(escape_leading)} \\to {latex(escape_rest)}$ (limits computed by sympy). "
@@ -348,12 +293,12 @@ def render_linear_flow_markdown(derivation: D.LinearFlowDerivation | None = None
     add("Keeping the second-order term of the softmax expansion (same notation as section 5, "
         "$\\overline{w^2}$ the mean of $w_k^2$ over the $V$ labels), up to third order in $z$:")
     add("")
-    add(_display(r"\mathrm{softmax}(z)_j", der.softmax_second_order, "softmax_second_order"))
+    add(display(r"\mathrm{softmax}(z)_j", der.softmax_second_order, "softmax_second_order"))
     add("The first-order term already changes the gradient matrix: $G = M - \\mathbb{E}[(p - "
         "u\\mathbf{1})\\,c^T]$ with $p - u\\mathbf{1} \\approx u(I - u\\mathbf{1}\\mathbf{1}^T)\\,z$ "
         "and $z = U E c$, so")
     add("")
-    add(_display("G", der.next_order_gradient_matrix, "next_order_gradient_matrix"))
+    add(display("G", der.next_order_gradient_matrix, "next_order_gradient_matrix"))
     add("$\\Sigma_c = \\mathbb{E}[c\\,c^T]$ is where the co-occurrence signature enters: its column "
         "$s$ is $\\mathbb{E}[c_s\\,c]$, i.e. $f_s$ times the expected counts of all features given "
         "that $s$ occurs (when it occurs at most once ; PAPER section 3, "
@@ -363,93 +308,6 @@ def render_linear_flow_markdown(derivation: D.LinearFlowDerivation | None = None
 
     out += _check_section(der, checks)
     return "\n".join(out).rstrip("\n") + "\n"
-
-
-def split_verification(text: str) -> tuple[str, str]:
-    """Split a rendered document into (derivation part, verification part) at :data:`VERIFICATION_MARKER`."""
-    head, sep, tail = text.partition(VERIFICATION_MARKER)
-    return head, sep + tail
-
-
-# ----------------------------------------------------------------------------- command line
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8, ``\\n`` line ends) to ``path`` atomically, creating its folder
-    (:func:`probsig_jax.runs.write_text`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, text)
-
-
-@dataclass(frozen=True)
-class WriteupDocument:
-    """One generated write-up: how to derive and verify it, how to render it, and its command line.
-
-    ``build(skip_verify)`` returns ``(derivation, checks)`` (the cheap checks when ``skip_verify``; raises
-    AssertionError on a failed derivation); ``render(derivation, checks)`` returns the Markdown."""
-
-    prog: str
-    description: str
-    default_out: Path
-    generator_command: str
-    verify_cost: str
-    build: Callable[[bool], tuple[object, dict]]
-    render: Callable[[object, Mapping[str, bool] | None], str]
-
-
-def _parser(doc: WriteupDocument, default_out: Path) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=doc.prog, description=doc.description)
-    p.add_argument("--out", type=Path, default=default_out,
-                   help=f"the Markdown file to write or check (default: {default_out})")
-    p.add_argument("--check", action="store_true",
-                   help="write nothing; exit 1 if --out differs from a fresh rendering (stale write-up)")
-    p.add_argument("--skip-verify", action="store_true",
-                   help=f"skip the expensive verification ({doc.verify_cost}) and list only the cheap checks of "
-                        "the derivation; with --check, compare only the part before the verification table")
-    return p
-
-
-def document_main(doc: WriteupDocument, argv: Sequence[str] | None = None, *,
-                  default_out: Path | None = None) -> int:
-    """Command line of a generated write-up; returns the exit status (0 ok, 1 failure)."""
-    args = _parser(doc, Path(default_out) if default_out is not None else doc.default_out).parse_args(argv)
-    try:
-        der, checks = doc.build(args.skip_verify)
-    except AssertionError as exc:
-        print(f"error: the derivation failed verification: {exc}", file=sys.stderr)
-        return 1
-    failed = [name for name, ok in checks.items() if not ok]
-    if failed:
-        print(f"error: {len(failed)} verification check(s) failed: {failed}", file=sys.stderr)
-        return 1
-    text = doc.render(der, checks)
-    out: Path = args.out
-
-    if args.check:
-        if not out.is_file():
-            print(f"error: {out} does not exist; generate it with {doc.generator_command}", file=sys.stderr)
-            return 1
-        current = out.read_bytes().decode("utf-8", errors="replace")
-        expected, found = text, current
-        if args.skip_verify:
-            expected, found = split_verification(text)[0], split_verification(current)[0]
-        if found != expected:
-            diff = list(difflib.unified_diff(found.splitlines(), expected.splitlines(),
-                                             fromfile=f"{out} (committed)", tofile="regenerated", lineterm="", n=1))
-            shown = diff[:40] + ([f"... ({len(diff) - 40} more diff lines)"] if len(diff) > 40 else [])
-            print("\n".join(shown), file=sys.stderr)
-            print(f"error: {out} is stale; regenerate it with {doc.generator_command}", file=sys.stderr)
-            return 1
-        scope = " (derivation part; verification table not compared)" if args.skip_verify else ""
-        print(f"{out} is up to date{scope}")
-        return 0
-
-    if out.is_file() and out.read_bytes() == text.encode("utf-8"):
-        print(f"{out} is already up to date ({len(checks)} checks passed)")
-        return 0
-    write_atomic(out, text)
-    print(f"wrote {out} ({len(checks)} checks passed)")
-    return 0
 
 
 def _build_linear(skip_verify: bool) -> tuple[D.LinearFlowDerivation, dict]:
