@@ -76,7 +76,8 @@ def compiled_solver(th, order: str, ts, stop: float, params0):
     @jax.jit
     def run(p0):
         sol = solve_until(lambda t, y, args: field(y), p0, float(ts[-1]), exceeded,
-                          saveat=diffrax.SaveAt(ts=jnp.asarray(ts)), rtol=1e-10, atol=1e-14, max_steps=1_000_000)
+                          saveat=diffrax.SaveAt(ts=jnp.asarray(ts)), rtol=theory.FLOW_RTOL, atol=theory.FLOW_ATOL,
+                          max_steps=1_000_000)
         return sol.ys["E"]
 
     return lambda: run(params0)

@@ -40,6 +40,8 @@ from probsig_jax.validation import ConfigError, require, require_float
 FlowOrder = Literal["exact", "leading", "second_order"]
 FLOW_ORDERS = ("exact", "leading", "second_order")
 BLOCKS_NOTE = "blocks are E, W_1..W_k, U"
+#: Default tolerances of :func:`integrate` (diffrax PID controller); float64 trajectories.
+FLOW_RTOL, FLOW_ATOL = 1e-10, 1e-14
 
 
 @functools.lru_cache(maxsize=8)
@@ -197,7 +199,7 @@ def flow_field(theory: FFNTheory, order: FlowOrder):
     raise ConfigError("order", f"must be one of {', '.join(FLOW_ORDERS)}, got {order!r}")
 
 
-def integrate(theory: FFNTheory, params0, ts, *, order: FlowOrder, rtol: float = 1e-10, atol: float = 1e-14,
+def integrate(theory: FFNTheory, params0, ts, *, order: FlowOrder, rtol: float = FLOW_RTOL, atol: float = FLOW_ATOL,
               max_steps: int = 1_000_000, stop_above: float | None = None):
     """The flow from ``params0`` at t = 0, saved at ``ts`` (T,): a params pytree of stacked (T, ...) arrays.
 
