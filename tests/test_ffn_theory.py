@@ -110,6 +110,26 @@ def test_predicted_escape_is_a_power_law_of_the_init_scale(simple_task):
     np.testing.assert_allclose(kappas[0], kappas[1], rtol=1e-4)
 
 
+def test_integrate_compiles_once_per_shape(simple_task, monkeypatch):
+    """The vector field is traced only on the first solve: a second initialisation and horizon of the same task
+    shape (and a second escape-time solve) reuse the compiled solve. Python-level calls of ``leading_field``
+    happen only while tracing, so counting them counts compilations."""
+    traced = []
+    original = T.leading_field
+    monkeypatch.setattr(T, "leading_field", lambda th, p: traced.append(1) or original(th, p))
+    with numerics("float64") as dt:
+        th = T.FFNTheory.from_dataset(simple_task, activation="gelu", depth=1)
+        first, second = (_params(simple_task, (8,), "gelu", 1e-2, dt, seed=s) for s in (11, 12))
+        T.integrate(th, first, np.linspace(0.0, 50.0, 6), order="leading", stop_above=10.0)
+        T.predicted_escape_time(th, first)
+        after_first = len(traced)
+        end = T.integrate(th, second, np.linspace(0.0, 80.0, 6), order="leading", stop_above=10.0)
+        T.predicted_escape_time(th, second)
+    assert after_first > 0
+    assert len(traced) == after_first, "a second solve of the same shape traced the field again"
+    assert np.isfinite(end["E"]).all() and not np.allclose(end["E"][-1], end["E"][0])
+
+
 @pytest.fixture(scope="module")
 def gd_run(tmp_path_factory):
     """The default comparison with a coarser sweep step (5 scales over 3.1 decades) and a larger GD step. The sweep

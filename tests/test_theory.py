@@ -181,6 +181,23 @@ def test_linear_order_flow_integration_matches_closed_form(simple_task):
     assert joint_relative_error(E_fl, U_fl, E_cf, U_cf).max() < 1e-8
 
 
+def test_integrate_flow_compiles_once_per_shape(simple_task, monkeypatch):
+    """The exact flow's field is traced on the first solve only: another initialisation and horizon of the same
+    shapes reuse the compiled solve (calls of gradient_matrix happen only while tracing)."""
+    traced = []
+    original = th.gradient_matrix
+    monkeypatch.setattr(th, "gradient_matrix", lambda *a: traced.append(1) or original(*a))
+    rng = np.random.default_rng(8)
+    d, V = 3, simple_task.vocab_size
+    inits = [(0.1 * rng.standard_normal((d, V)), 0.1 * rng.standard_normal((V, d))) for _ in range(2)]
+    th.integrate_flow(simple_task, *inits[0], np.linspace(0.0, 10.0, 4))
+    after_first = len(traced)
+    E_T, _ = th.integrate_flow(simple_task, *inits[1], np.linspace(0.0, 20.0, 4))
+    assert after_first > 0
+    assert len(traced) == after_first, "a second solve of the same shapes traced the field again"
+    assert not np.allclose(E_T[-1], E_T[0])
+
+
 # ----------------------------------------------------------------------------- 3. gradient = autodiff = finite differences
 
 @pytest.mark.parametrize("positional", [False, True])

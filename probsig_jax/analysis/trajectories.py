@@ -74,7 +74,8 @@ def crossing_time(times: np.ndarray, values: np.ndarray, threshold: float) -> fl
 
 def fit_power_law(scales, times, confidence: float = 0.95) -> dict[str, float]:
     """Least-squares slope of log t* on log eps with its t-interval (``exponent``, ``ci_low``, ``ci_high``)."""
-    x, y = np.log(np.asarray(scales, float)), np.log(np.asarray(times, float))
+    with np.errstate(divide="ignore", invalid="ignore"):  # zero or nan times are dropped just below
+        x, y = np.log(np.asarray(scales, float)), np.log(np.asarray(times, float))
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 3:
         return {"exponent": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "points": int(ok.sum())}

@@ -59,9 +59,12 @@ def compiled_second_order_coefficients(depth: int):
     return sp.lambdify((FD.c1, FD.c2), der.second_order_coefficients, modules="jax")
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["data", "M", "c1", "c2"],
+                   meta_fields=["depth", "activation"])
 @dataclass(frozen=True)
 class FFNTheory:
-    """What the truncated flows of one data set and activation need.
+    """What the truncated flows of one data set and activation need (a pytree: the arrays are leaves, so it is
+    passed to compiled solves as data).
 
     Attributes:
       data: feature ids (N, L), labels (N,), normalised sample weights (N,).
@@ -199,26 +202,44 @@ def flow_field(theory: FFNTheory, order: FlowOrder):
     raise ConfigError("order", f"must be one of {', '.join(FLOW_ORDERS)}, got {order!r}")
 
 
+@functools.lru_cache(maxsize=None)
+def _diffrax_field(order: FlowOrder):
+    """``field(t, params, (theory, threshold))``: one function object per order, so diffrax compiles a solve
+    once per order, task shape and tolerances, whatever the initialisation, horizon or data values."""
+
+    def field(t, params, args):
+        return flow_field(args[0], order)(params)
+    return field
+
+
+def _end_to_end_exceeds(t, y, args, **kwargs):
+    theory, threshold = args
+    return top_end_to_end_value(y, theory.c1) > threshold
+
+
+def _end_to_end_minus(t, y, args, **kwargs):
+    theory, threshold = args
+    return top_end_to_end_value(y, theory.c1) - threshold
+
+
 def integrate(theory: FFNTheory, params0, ts, *, order: FlowOrder, rtol: float = FLOW_RTOL, atol: float = FLOW_ATOL,
               max_steps: int = 1_000_000, stop_above: float | None = None):
     """The flow from ``params0`` at t = 0, saved at ``ts`` (T,): a params pytree of stacked (T, ...) arrays.
 
     ``stop_above``: stop once the top singular value of the end-to-end map exceeds it (the truncated flows
     blow up in finite time), or after ``max_steps``; the times not reached are NaN. Without it, a solve that
-    does not reach ``ts[-1]`` raises ConfigError."""
+    does not reach ``ts[-1]`` raises ConfigError. Compiled once per order, shape and tolerances."""
     check_params(params0, theory)
-    field = flow_field(theory, order)
+    require(order in FLOW_ORDERS, "order", f"must be one of {', '.join(FLOW_ORDERS)}, got {order!r}")
     ts = np.asarray(ts, dtype=np.float64)
     require(ts.ndim == 1 and len(ts) >= 1 and bool(np.all(np.diff(ts) >= 0)) and ts[0] >= 0, "ts",
             "must be a non-empty, non-decreasing 1-D array of flow times >= 0")
     if stop_above is None:
-        return solve_flow(lambda t, y, args: field(y), params0, ts, rtol=rtol, atol=atol, max_steps=max_steps)
+        return solve_flow(_diffrax_field(order), params0, ts, args=(theory, None), rtol=rtol, atol=atol,
+                          max_steps=max_steps)
     require_float(stop_above, "stop_above", minimum=0.0, strict_minimum=True)
-
-    def exceeded(t, y, args, **kwargs):
-        return top_end_to_end_value(y, theory.c1) > stop_above
-
-    sol = solve_until(lambda t, y, args: field(y), params0, ts[-1], exceeded,
+    sol = solve_until(_diffrax_field(order), params0, ts[-1], _end_to_end_exceeds,
+                      args=(theory, jnp.asarray(stop_above, theory.M.dtype)),
                       saveat=diffrax.SaveAt(ts=jnp.asarray(ts, dtype=theory.M.dtype)), rtol=rtol, atol=atol,
                       max_steps=max_steps)
     # An event (or, after the escape where the exact flow turns stiff, max_steps) ends the solve early: the
@@ -259,15 +280,12 @@ def predicted_escape_time(theory: FFNTheory, params0, threshold: float = 1.0, *,
     require_float(threshold, "threshold", minimum=0.0, strict_minimum=True)
     if float(top_end_to_end_value(params0, theory.c1)) >= threshold:
         return 0.0                  # already escaped (and an event true at t = 0 has no root to find)
-    field = flow_field(theory, "leading")
     if t_max is None:
         rms = float(np.sqrt(np.mean(np.concatenate([np.ravel(x) ** 2 for x in jax.tree.leaves(params0)]))))
         t_max = 100.0 * _escape_laws()["balanced"](theory.c1, theory.sigma_1, rms, 1.0, theory.depth)
 
-    def crossed(t, y, args, **kwargs):
-        return top_end_to_end_value(y, theory.c1) - threshold
-
-    sol = solve_until(lambda t, y, args: field(y), params0, t_max, crossed, saveat=diffrax.SaveAt(t1=True),
+    sol = solve_until(_diffrax_field("leading"), params0, t_max, _end_to_end_minus,
+                      args=(theory, jnp.asarray(threshold, theory.M.dtype)), saveat=diffrax.SaveAt(t1=True),
                       rtol=rtol, atol=atol, max_steps=1_000_000,
                       root_finder=optimistix.Newton(rtol=1e-8, atol=1e-10))
     if bool(sol.result == diffrax.RESULTS.event_occurred):

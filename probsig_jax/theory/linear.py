@@ -8,6 +8,7 @@ comparing with training.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -159,6 +160,8 @@ def measured_escape_time(times, E_traj, U_traj, threshold: float = 1.0) -> float
 
 # ----------------------------------------------------------------------------- exact and approximate flows
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["feature_ids", "labels", "weights"],
+                   meta_fields=["vocab_size", "num_features"])
 @dataclass(frozen=True)
 class FlowData:
     """A data set prepared for the flow: feature ids (N, L), labels (N,), normalised weights (N,)."""
@@ -195,31 +198,45 @@ def gradient_matrix(data: FlowData, E, U) -> jax.Array:
 FlowOrder = Literal["exact", "linear", "next_order"]
 
 
+def _exact_linear_field(t, y, args):
+    E, U = y
+    data, _, _ = args
+    return tuple(compiled_linear_theory()["flow"](U, E, gradient_matrix(data, E, U)))
+
+
+def _linearised_field(t, y, args):
+    E, U = y
+    _, M, _ = args
+    return tuple(compiled_linear_theory()["flow"](U, E, M))
+
+
+def _next_order_field(t, y, args):
+    E, U = y
+    data, M, Sigma_c = args
+    one = jnp.ones((data.vocab_size, 1), dtype=M.dtype)
+    G = compiled_linear_theory()["next_order_gradient"](M, U, E, Sigma_c, 1.0 / data.vocab_size, one)
+    return tuple(compiled_linear_theory()["flow"](U, E, G))
+
+
+_LINEAR_FIELDS = {"exact": _exact_linear_field, "linear": _linearised_field, "next_order": _next_order_field}
+
+
 def flow_vector_field(data: FlowData, order: FlowOrder = "exact", *, M=None, Sigma_c=None):
     """Vector field ``f(t, (E, U)) -> (dE/dt, dU/dt)`` of the chosen flow.
 
     order: "exact" (G from the softmax), "linear" (G = M), "next_order"
     (G = M - u (I - u 1 1^T) U E Sigma_c, the first softmax correction).
     """
-    fns = compiled_linear_theory()
-    if order == "exact":
-        def field(t, y, args):
-            E, U = y
-            return tuple(fns["flow"](U, E, gradient_matrix(data, E, U)))
-    elif order == "linear":
-        def field(t, y, args):
-            E, U = y
-            return tuple(fns["flow"](U, E, M))
-    elif order == "next_order":
-        one = jnp.ones((data.vocab_size, 1), dtype=M.dtype)
+    field, args = flow_term(data, order, M=M, Sigma_c=Sigma_c)
+    return lambda t, y, _args=None: field(t, y, args)
 
-        def field(t, y, args):
-            E, U = y
-            G = fns["next_order_gradient"](M, U, E, Sigma_c, 1.0 / data.vocab_size, one)
-            return tuple(fns["flow"](U, E, G))
-    else:
+
+def flow_term(data: FlowData, order: FlowOrder = "exact", *, M=None, Sigma_c=None):
+    """``(field, args)`` of the chosen flow for ``diffrax``: ``field(t, (E, U), args)`` is a module-level
+    function (one compiled solve per order and shape), ``args = (data, M, Sigma_c)`` its data."""
+    if order not in _LINEAR_FIELDS:
         raise ConfigError("order", f"must be one of exact, linear, next_order, got {order!r}")
-    return field
+    return _LINEAR_FIELDS[order], (data, M, Sigma_c)
 
 
 def integrate_flow(dataset: Dataset, E0, U0, ts, *, positional: bool = False, order: FlowOrder = "exact",
@@ -252,12 +269,9 @@ def integrate_flow(dataset: Dataset, E0, U0, ts, *, positional: bool = False, or
     require(bool(np.all(np.diff(ts) >= 0)), "ts", "must be non-decreasing")
     data = FlowData.from_dataset(dataset, positional, dtype=E0.dtype)
     Sigma_c = jnp.asarray(cooccurrence_matrix(dataset, positional), dtype=E0.dtype) if order == "next_order" else None
-    field = flow_vector_field(data, order, M=M, Sigma_c=Sigma_c)
-    return _solve(field, E0, U0, jnp.asarray(ts, dtype=E0.dtype), rtol, atol, max_steps)
-
-
-def _solve(field, E0, U0, ts, rtol, atol, max_steps):
-    return solve_flow(field, (E0, U0), ts, rtol=rtol, atol=atol, max_steps=max_steps)
+    field, args = flow_term(data, order, M=M, Sigma_c=Sigma_c)
+    return solve_flow(field, (E0, U0), jnp.asarray(ts, dtype=E0.dtype), args=args, rtol=rtol, atol=atol,
+                      max_steps=max_steps)
 
 
 def linear_model_loss(dataset: Dataset, E, U, *, positional: bool = False) -> np.ndarray:
