@@ -169,6 +169,9 @@ def test_gd_comparison_meets_the_issue(gd_run):
     assert len(sweep["rows"]) == 5 and sweep["rows_started_past_threshold"] == {"ffn": 0, "linear": 0}
     assert abs(sweep["ffn_exponent"]["deviation"]) < 0.15, sweep["ffn_exponent"]
     assert sweep["linear_max_relative_deviation"] < 0.10, sweep["rows"]
+    # The closed form from the run's own initialisation (measured 3-6 % late over seeds 0-2: the linearised flow
+    # ignores the softmax's saturation near the threshold).
+    assert sweep["linear_max_relative_deviation_from_init"] < 0.10, sweep["rows"]
     cos = m["gradient_cosine"]
     assert cos["leading"]["initial"]["overall"] > 0.99 and cos["second_order"]["initial"]["overall"] > 0.99
 

@@ -194,6 +194,11 @@ def test_seeds_determine_the_run(small_task):
     (dict(record_every=0), "record_every"),
     (dict(steps=10, record_every=11), "record_every"),
     (dict(seed=-1), "seed"),
+    (dict(weight_decay=-1e-4), "weight_decay"),
+    (dict(schedule="linear"), "schedule"),
+    (dict(warmup_steps=3), "warmup_steps"),                                   # only with warmup_cosine
+    (dict(schedule="warmup_cosine", warmup_steps=10), "warmup_steps"),        # must be < steps
+    (dict(final_learning_rate=1.0), "final_learning_rate"),                   # above learning_rate
 ])
 def test_train_config_validation(kwargs, field):
     cfg = TrainConfig(**{"steps": 10, "record_every": 5, **kwargs})
@@ -213,3 +218,30 @@ def test_train_rejects_dataset_larger_than_model_vocab():
     with pytest.raises(ConfigError) as e:
         train(small, ds, TrainConfig(steps=2, record_every=1), quiet=True)
     assert e.value.field == "vocab_size"
+
+
+def test_coupled_weight_decay_is_the_gradient_of_the_l2_penalty():
+    """GD with weight_decay lambda takes the step of loss + (lambda / 2) |theta|^2 (checked against jax.grad of that
+    objective); the warmup-cosine schedule starts at 0, so its first step changes nothing."""
+    import jax
+
+    ds = random_dataset(6)
+    model = _model(ds)
+    lam, lr = 0.3, 0.1
+    run = train(model, ds, TrainConfig(optimizer="gd", learning_rate=lr, steps=1, record_every=1, weight_decay=lam),
+                quiet=True)
+    E0, U0 = model.embedding[...], model.unembedding[...]
+
+    def objective(E, U):
+        logits = (U @ E[:, ds.inputs].sum(axis=2)).T
+        logp = jax.nn.log_softmax(logits, axis=1)
+        w = jnp.asarray(ds.sample_weights(), logits.dtype)
+        return -jnp.sum(w * logp[jnp.arange(ds.num_samples), ds.labels]) + lam / 2 * (jnp.sum(E**2) + jnp.sum(U**2))
+
+    gE, gU = jax.grad(objective, argnums=(0, 1))(E0, U0)
+    np.testing.assert_allclose(run.weights["E"][-1], E0 - lr * gE, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(run.weights["U"][-1], U0 - lr * gU, rtol=1e-5, atol=1e-7)
+    warm = train(model, ds, TrainConfig(optimizer="adam", learning_rate=lr, steps=4, record_every=1,
+                                        schedule="warmup_cosine", warmup_steps=2), quiet=True)
+    np.testing.assert_array_equal(warm.weights["E"][1], warm.weights["E"][0])
+    assert not np.allclose(warm.weights["E"][2], warm.weights["E"][1])

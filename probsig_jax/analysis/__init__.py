@@ -12,6 +12,8 @@ module              what it holds
                     ``side_specificity`` (W_E / W_U vs phi_next / phi_pre), ``correlation_difference``
 ``trajectories``    relative errors between weight trajectories, growth, singular values of ``U E``
 ``geometry``        ``pca_projection`` (fixed basis), ``cluster_order`` (heatmap order)
+``fourier``         per-unit DFT / Walsh-Hadamard spectra of ``(U, V, W)``: dominant frequency,
+                    sparsity, frequency matching, phase alignment, ``unit_diagnostics`` (MODADD 4)
 ``plots``           plot functions drawing into a given ``Axes`` and the atomic ``save``
 ==================  ===============================================================================
 
@@ -38,6 +40,10 @@ _EXPORTS = {
         "pair_correlation_matrix")},
     "pca_projection": "probsig_jax.analysis.geometry",
     "cluster_order": "probsig_jax.analysis.geometry",
+    **{name: "probsig_jax.analysis.fourier" for name in
+       ("unit_spectra", "fold_frequencies", "dominant_frequency", "sparsity", "frequency_matching", "phase_alignment",
+        "mean_resultant_length", "walsh_hadamard_spectra", "dominant_walsh_index", "walsh_sparsity",
+        "unit_diagnostics", "summarise_units", "frequency_agreement")},
     "plots": "probsig_jax.analysis.plots",
 }
 __all__ = sorted(_EXPORTS)

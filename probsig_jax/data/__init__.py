@@ -14,9 +14,19 @@ from probsig_jax.data.composite_addition import (
 from probsig_jax.data.dataset import Dataset
 from probsig_jax.data.edits import DataEdit, apply_edits
 from probsig_jax.data.features import count_features, num_features
+from probsig_jax.data.modular import (
+    ModularTask,
+    ModularTaskConfig,
+    bijective_noise_label,
+    label_collisions,
+    legendre_symbol,
+    make_modular_task,
+)
 
 __all__ = [
     "PRESETS", "Combo", "ComboWeight", "CompositeAdditionConfig", "DataEdit", "Dataset", "Relabel", "TaskData",
     "apply_edits", "composite_label", "count_features", "make_composite_addition", "num_features",
     "vocabulary_size",
+    "ModularTask", "ModularTaskConfig", "bijective_noise_label", "label_collisions", "legendre_symbol",
+    "make_modular_task",
 ]

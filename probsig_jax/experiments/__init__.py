@@ -45,6 +45,10 @@ REGISTRY: dict[str, RegistryEntry] = {
     "llm": RegistryEntry("probsig_jax.experiments.llm",
                          "E4: Qwen2.5-architecture model trained from scratch on a corpus (default: the embedded "
                          "Python stdlib); embedding vs signature alignment over training"),
+    "modadd": RegistryEntry("probsig_jax.experiments.modadd",
+                            "E6: modular addition; each hidden unit's Fourier frequency predicted from the "
+                            "initialisation (argmin of the modes' blow-up times) and by the truncated model, against "
+                            "gradient-descent training"),
     "pretrained": RegistryEntry("probsig_jax.experiments.pretrained",
                                 "E5: a local pretrained Qwen2/Qwen2.5 checkpoint's embeddings vs the corpus "
                                 "signatures (--checkpoint DIR)"),

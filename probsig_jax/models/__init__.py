@@ -6,7 +6,8 @@ rows (V, H), the layout the alignment pipeline compares (:mod:`probsig_jax.analy
 
 from probsig_jax.models.ffn import FeedForwardModel
 from probsig_jax.models.linear import LinearEmbeddingModel, token_gram, token_rows
+from probsig_jax.models.two_input_mlp import TwoInputMLP
 from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM, load_pretrained, save_pretrained
 
 __all__ = ["FeedForwardModel", "LinearEmbeddingModel", "Qwen2Config", "Qwen2LM", "load_pretrained",
-           "save_pretrained", "token_gram", "token_rows"]
+           "save_pretrained", "token_gram", "token_rows", "TwoInputMLP"]

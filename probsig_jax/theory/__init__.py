@@ -13,6 +13,10 @@ module              what it holds
                     term, eps orders, escape laws) and its checks (sympy)
 ``ffn``             the FFN's exact, leading and second-order flows, escape time, field cosines (sympy, diffrax)
 ``ode``             the shared diffrax solve (diffrax)
+``two_input_derivation``  the sympy derivation of the two-input MLP's flow (modular arithmetic): truncated
+                    potential, Theorem 1, the Fourier modes' conserved quantities (sympy)
+``two_input``       its Proposition-1 / Theorem-1 / Theorem-2 fields, Fourier modes, blow-up times s*,
+                    Proposition 2's per-unit frequency prediction (sympy, diffrax for the ODE check)
 ``corpus``          corpus-scale prediction from a truncated SVD of the sparse M (scipy; no sympy/diffrax)
 ==================  ===================================================================================
 
@@ -31,6 +35,8 @@ _EXPORTS = {
     "ffn": "probsig_jax.theory.ffn",
     "ffn_derivation": "probsig_jax.theory.ffn_derivation",
     "ode": "probsig_jax.theory.ode",
+    "two_input": "probsig_jax.theory.two_input",
+    "two_input_derivation": "probsig_jax.theory.two_input_derivation",
     "derive_linear_flow": "probsig_jax.theory.derivation",
     "verify_linear_flow": "probsig_jax.theory.derivation",
     "render_linear_flow_markdown": "probsig_jax.theory.writeup",

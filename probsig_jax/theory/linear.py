@@ -147,6 +147,17 @@ def escape_time(M, init_scale: float, dim: int, threshold: float = 1.0, *,
     return float(compiled_linear_theory()["escape_time"](s1, init_scale, dim, threshold))
 
 
+def escape_time_from_init(M, E0, U0, threshold: float = 1.0, *, t_max: float, points: int = 1501) -> float:
+    """Escape time of the closed form (:func:`closed_form`) from *this* initialisation, not the expected-value law of
+    :func:`escape_time`: when the top singular value of ``U(t) E(t)`` reaches ``threshold``, searched on ``points``
+    times in ``[0, t_max]`` (log-linear interpolation; nan if not reached by ``t_max``)."""
+    require_float(t_max, "t_max", minimum=0.0, strict_minimum=True)
+    ts = np.linspace(0.0, float(t_max), int(points))
+    E_t, U_t = closed_form(M, E0, U0, ts)
+    top = np.linalg.svd(np.asarray(U_t) @ np.asarray(E_t), compute_uv=False)[:, 0]
+    return crossing_time(ts, top, threshold)
+
+
 def measured_escape_time(times, E_traj, U_traj, threshold: float = 1.0) -> float:
     """First time the leading singular value of U(t) E(t) reaches ``threshold`` (log-linear interpolation).
 

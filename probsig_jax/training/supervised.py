@@ -43,6 +43,13 @@ class TrainConfig(Config):
         probability proportional to their weights, so a weighted data set is sampled correctly.
       record_every: record weights and loss every this many steps (and at step 0).
       seed: seed of the mini-batch sampler.
+      weight_decay: lambda >= 0 of a *coupled* L2 penalty ``(lambda / 2) ||theta||^2`` added to the loss, so its
+        gradient ``lambda theta`` goes through the optimiser (as ``torch.optim.Adam(weight_decay=...)``; not
+        AdamW's decoupled decay). For "gd" this is the flow ``d theta / dt = -grad loss - lambda theta``.
+      schedule: "constant", or "warmup_cosine": linear warmup from 0 to ``learning_rate`` over
+        ``warmup_steps``, then cosine decay to ``final_learning_rate`` at ``steps``.
+      warmup_steps: length of the warmup (``schedule="warmup_cosine"`` only), < steps.
+      final_learning_rate: end value of the cosine decay, in [0, learning_rate].
     """
 
     optimizer: Literal["gd", "sgd", "adam"] = "gd"
@@ -51,6 +58,10 @@ class TrainConfig(Config):
     batch_size: int = 0
     record_every: int = 20
     seed: int = 0
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "warmup_cosine"] = "constant"
+    warmup_steps: int = 0
+    final_learning_rate: float = 0.0
 
     def _check(self) -> None:
         require(self.optimizer in ("gd", "sgd", "adam"), "optimizer",
@@ -62,6 +73,13 @@ class TrainConfig(Config):
                 "must be 0 for optimizer='gd' (full-batch gradient descent)")
         require_int(self.record_every, "record_every", minimum=1, maximum=self.steps)
         require_seed(self.seed)
+        require_float(self.weight_decay, "weight_decay", minimum=0.0)
+        require(self.schedule in ("constant", "warmup_cosine"), "schedule",
+                f"must be 'constant' or 'warmup_cosine', got {self.schedule!r}")
+        require_int(self.warmup_steps, "warmup_steps", minimum=0, maximum=self.steps - 1)
+        require(self.schedule == "warmup_cosine" or self.warmup_steps == 0, "warmup_steps",
+                "is only used with schedule='warmup_cosine'; leave it 0")
+        require_float(self.final_learning_rate, "final_learning_rate", minimum=0.0, maximum=self.learning_rate)
 
 
 @dataclass(frozen=True)
@@ -70,7 +88,7 @@ class TrainResult:
 
     Attributes:
       steps: (T,) int, the step of each record (0, record_every, ..., steps).
-      times: (T,) float, ``steps * learning_rate`` (the flow time for "gd").
+      times: (T,) float, ``steps * learning_rate`` (the flow time for "gd" at a constant rate).
       loss: (T,) float, full-data loss at each record.
       weights: name -> (T, ...) arrays from the model's ``weights()``.
       final_state: the model's NNX state at the end.
@@ -83,10 +101,23 @@ class TrainResult:
     final_state: nnx.State = dataclasses.field(repr=False)
 
 
+def make_schedule(config: TrainConfig) -> optax.ScalarOrSchedule:
+    """The learning rate: a constant, or linear warmup then cosine decay (see :class:`TrainConfig`)."""
+    if config.schedule == "constant":
+        return config.learning_rate
+    return optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=config.learning_rate,
+                                              warmup_steps=config.warmup_steps, decay_steps=config.steps,
+                                              end_value=config.final_learning_rate)
+
+
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    if config.optimizer == "adam":
-        return optax.adam(config.learning_rate)
-    return optax.sgd(config.learning_rate)
+    """``adam`` or ``sgd`` (also "gd") at :func:`make_schedule`'s rate, after the coupled L2 gradient
+    ``weight_decay x theta`` is added (``optax.add_decayed_weights`` before the optimiser)."""
+    rate = make_schedule(config)
+    tx = optax.adam(rate) if config.optimizer == "adam" else optax.sgd(rate)
+    if config.weight_decay == 0:
+        return tx
+    return optax.chain(optax.add_decayed_weights(config.weight_decay), tx)
 
 
 class TrainStep(NamedTuple):
