@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from probsig_jax.experiments import REGISTRY, RegistryEntry, get_experiment, loa
 from probsig_jax.experiments.ffn import FFNExperimentConfig
 from probsig_jax.experiments.intervene import InterventionConfig
 from probsig_jax.experiments.linear import LinearExperimentConfig
+from probsig_jax.experiments.toy_tasks import TOY_ALIGNMENT
 from probsig_jax.training.supervised import TrainConfig
 from probsig_jax.validation import ConfigError
 
@@ -47,9 +50,11 @@ CASES = {
                ["--seed", "7", "--dim", "24", "--init-scale", "1e-3", "--steps", "300"]),
     "ffn": (FFNExperimentConfig(seed=3, preset="simple", dim=16, hidden=(32,), init_scale=(1e-2,),
                                 train=TrainConfig(optimizer="adam", learning_rate=2e-3, steps=100, batch_size=64,
-                                                  record_every=25)),
+                                                  record_every=25),
+                                alignment=dataclasses.replace(TOY_ALIGNMENT, permutations=199, bootstrap=200)),
             ["--seed", "3", "--preset", "simple", "--dim", "16", "--hidden", "32", "--init-scale", "1e-2",
-             "--steps", "100", "--batch-size", "64", "--record-every", "25"]),
+             "--steps", "100", "--batch-size", "64", "--record-every", "25", "--permutations", "199",
+             "--bootstrap", "200"]),
 }
 
 

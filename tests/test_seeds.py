@@ -14,7 +14,9 @@ from probsig_jax.experiments.seeds import aggregate, parse_seeds, summarise
 from probsig_jax.validation import ConfigError
 
 SMALL = {"linear": ["--steps", "300", "--dim", "16"],
-         "ffn": ["--steps", "150", "--init-scale", "1e-2", "--record-every", "50"]}
+         # the simple task and 199 / 200 relabellings / resamples: the mechanism, not the numbers, is under test
+         "ffn": ["--steps", "150", "--init-scale", "1e-2", "--record-every", "50", "--preset", "simple", "--dim",
+                 "16", "--hidden", "32", "--permutations", "199", "--bootstrap", "200"]}
 
 
 def test_summarise_is_the_student_t_interval():
@@ -40,14 +42,10 @@ def test_bad_seeds_are_one_line_errors(value, message):
 # linear is slow (90-135 s): the default run checks the seed mechanism on ffn; -m slow runs both
 @pytest.mark.parametrize("command", [pytest.param("linear", marks=pytest.mark.slow), "ffn"])
 def test_seeds_on_the_toy_experiments_aggregate_and_reproduce(command, tmp_path):
-    runs = []
-    for name in ("a", "b"):
-        out = tmp_path / name
-        assert simulate.main([command, *SMALL[command], "--seeds", "0,1", "--out", str(out), "--quiet"]) == 0
-        runs.append(json.loads((out / "metrics.json").read_text()))
-    a, b = runs
+    # (The same seeds giving the same numbers is checked by the rerun from the record at the end.)
+    assert simulate.main([command, *SMALL[command], "--seeds", "0,1", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert a["seeds"] == [0, 1] and set(a["per_seed"]) == {"0", "1"}
-    assert a["aggregate"] == b["aggregate"]                       # the same seeds give the same numbers
     final_loss = a["aggregate"]["final_loss"] if command == "linear" else None
     if final_loss is not None:
         values = [a["per_seed"][s]["final_loss"] for s in ("0", "1")]
