@@ -49,6 +49,9 @@ REGISTRY: dict[str, RegistryEntry] = {
                             "E6: modular addition; each hidden unit's Fourier frequency predicted from the "
                             "initialisation (argmin of the modes' blow-up times) and by the truncated model, against "
                             "gradient-descent training"),
+    "modadd-gradients": RegistryEntry("probsig_jax.experiments.modadd_gradients",
+                                      "E6: the Proposition-1, Theorem-1 and Theorem-2 estimates of the gradient "
+                                      "against the true one along Adam training (GELU, x^2; full table, noisy split)"),
     "pretrained": RegistryEntry("probsig_jax.experiments.pretrained",
                                 "E5: a local pretrained Qwen2/Qwen2.5 checkpoint's embeddings vs the corpus "
                                 "signatures (--checkpoint DIR)"),

@@ -264,3 +264,36 @@ def predict_unit_frequencies(params, C: float, weight_decay: float = 0.0) -> dic
     else:
         t, alive = s / C, np.ones(s.shape[0], bool)
     return {"frequency": s.argmin(axis=1) + 1, "s_min": s_min, "alive": alive, "blow_up_s": s, "blow_up_t": t}
+
+
+# ----------------------------------------------------------------------------- field estimates along training
+
+BLOCKS = ("U", "V", "W")
+
+
+def _cosine(a, b) -> jax.Array:
+    return jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
+
+
+def field_cosines(theory: TwoInputTheory, train_sig: TwoInputSignatures, full_sig: TwoInputSignatures,
+                  params_T: dict, noise_ratio: float) -> dict[str, dict[str, np.ndarray]]:
+    """Cosine of each estimate with the true flow ``-grad loss - lambda theta`` at every record of a run.
+
+    Args: params_T: ``{"U": (T, D, P_in), "V": (T, D, P_in), "W": (T, P_out, D)}``; the estimates are
+    ``proposition1`` (:func:`proposition1_field`), ``theorem1`` (with ``train_sig``), ``theorem2`` (with the full
+    clean table's ``full_sig`` and ``1 - noise_ratio``), all with ``theory.weight_decay``.
+    Returns ``estimate -> {"U", "V", "W", "overall"} -> (T,)``.
+    """
+    c2, lam = theory.c2, theory.weight_decay
+
+    def one(p):
+        true = exact_field(theory, p)
+        estimates = {"proposition1": proposition1_field(theory, p),
+                     "theorem1": _dominant_field(train_sig, p, c2, lam),
+                     "theorem2": _dominant_field(full_sig, p, c2, lam, factor=1.0 - noise_ratio)}
+        flat = lambda t: jnp.concatenate([t[k].ravel() for k in BLOCKS])  # noqa: E731
+        return {name: {**{k: _cosine(est[k], true[k]) for k in BLOCKS}, "overall": _cosine(flat(est), flat(true))}
+                for name, est in estimates.items()}
+
+    out = jax.lax.map(one, jax.tree.map(jnp.asarray, params_T))
+    return jax.tree.map(np.asarray, out)
