@@ -86,3 +86,26 @@ def test_gradient_estimates_along_training(tmp_path):
     assert full["theorem1"]["overall"]["initial"] > 0.8
     assert m["gelu/noisy_split"]["theorem1"]["overall"]["initial"] < 0.5
     assert (out / "gradient_cosine_gelu_noisy_split.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_weight_decay_regimes_run_and_score_every_subset(tmp_path):
+    """``simulate modadd-regimes`` on a small setting: every lambda gets an accuracy curve per subset, and without
+    weight decay Adam memorises the noisy labels (the paper's lambda = 0 regime: accuracy against the corrupted
+    labels far above chance)."""
+    out = tmp_path / "mr"
+    argv = ["modadd-regimes", "--modulus", "23", "--width", "128", "--steps", "400", "--warmup-steps", "20",
+            "--weight-decays", "0,1e-3", "--record-every", "100", "--out", str(out), "--quiet"]
+    assert simulate.main(argv) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["final_accuracy"]) == {"lambda=0", "lambda=0.001"}
+    for acc in m["final_accuracy"].values():
+        assert set(acc) == {"clean", "noisy", "noisy_true", "test"} and all(0 <= v <= 1 for v in acc.values())
+    assert m["final_accuracy"]["lambda=0"]["noisy"] > 10 * m["chance"]
+    assert m["subset_sizes"]["noisy"] == round(0.1 * round(0.8 * 23 * 23))
+    assert (out / "accuracy_by_weight_decay.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_regimes_refuse_a_run_without_a_test_split(tmp_path, capsys):
+    code = simulate.main(["modadd-regimes", "--train-fraction", "1", "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "train_fraction" in err, err

@@ -44,11 +44,12 @@ def test_readme_sketch_imports_exist():
 
 def test_readme_llm_options_exist():
     """Every `--option` the README's E4/E5/E6 sections mention is an option of `simulate llm`, `pretrained`,
-    `modadd` or `modadd-gradients`."""
+    `modadd`, `modadd-gradients` or `modadd-regimes`."""
     text = README.read_text()
     section = text[text.index("### E4:"):text.index("## Command line")]
     mentioned = set(re.findall(r"(--[a-z][a-z0-9-]+)", section))
     parser, _ = simulate.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    known = {opt for name in ("llm", "pretrained", "modadd", "modadd-gradients") for a in sub.choices[name]._actions for opt in a.option_strings}
+    commands = ("llm", "pretrained", "modadd", "modadd-gradients", "modadd-regimes")
+    known = {opt for name in commands for a in sub.choices[name]._actions for opt in a.option_strings}
     assert mentioned and mentioned <= known, sorted(mentioned - known)

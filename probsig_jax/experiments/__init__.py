@@ -52,6 +52,9 @@ REGISTRY: dict[str, RegistryEntry] = {
     "modadd-gradients": RegistryEntry("probsig_jax.experiments.modadd_gradients",
                                       "E6: the Proposition-1, Theorem-1 and Theorem-2 estimates of the gradient "
                                       "against the true one along Adam training (GELU, x^2; full table, noisy split)"),
+    "modadd-regimes": RegistryEntry("probsig_jax.experiments.modadd_regimes",
+                                    "E6: clean / noisy / test accuracy over training for a grid of weight decays "
+                                    "(Adam, label noise)"),
     "pretrained": RegistryEntry("probsig_jax.experiments.pretrained",
                                 "E5: a local pretrained Qwen2/Qwen2.5 checkpoint's embeddings vs the corpus "
                                 "signatures (--checkpoint DIR)"),
