@@ -313,7 +313,8 @@ def frequency_agreement(predicted: Any, observed: Any, mask: Any, classes: int,
     Returns ``hits``, ``n``, ``agreement`` (hits / n, nan if n = 0), its Clopper-Pearson interval ``ci_low``,
     ``ci_high`` at ``confidence``, and ``chance_marginal = sum_r p_pred(r) p_obs(r)``: the expected agreement of
     independent guesses with the same marginals as the prediction and the outcome (the null a predictor must
-    beat; ``1 / classes`` is the uniform guess).
+    beat; ``1 / classes`` is the uniform guess), and ``ceiling`` = 1: every unit has exactly one observed
+    frequency (ties in the power go to the lowest frequency), so a perfect predictor scores 1.
     """
     from scipy.stats import binomtest
 
@@ -327,9 +328,9 @@ def frequency_agreement(predicted: Any, observed: Any, mask: Any, classes: int,
     n, hits = int(mask.sum()), int(np.sum((p == o) & (p > 0)))
     if n == 0:
         return {"hits": 0, "n": 0, "agreement": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-                "chance_marginal": float("nan")}
+                "chance_marginal": float("nan"), "ceiling": 1.0}
     ci = binomtest(hits, n).proportion_ci(confidence_level=confidence, method="exact")
     bins = np.arange(1, classes + 1)
     chance = float(np.sum([np.mean(p == r) * np.mean(o == r) for r in bins]))
     return {"hits": hits, "n": n, "agreement": hits / n, "ci_low": float(ci.low), "ci_high": float(ci.high),
-            "chance_marginal": chance}
+            "chance_marginal": chance, "ceiling": 1.0}

@@ -55,14 +55,9 @@ class ModularAdditionConfig(Config):
     """sigma; the theory needs c2 = sigma''(0) != 0 for the Fourier modes to grow (gelu or square)."""
     gamma: float = 0.5
     """Init std D^(-gamma) for every weight (the paper's N(0, D^(-2 gamma)))."""
-    learning_rate: float = 0.2
-    """Gradient-descent step (exact network and truncated model)."""
-    weight_decay: float = 1e-4
-    """Coupled L2 lambda (the flow's -lambda theta)."""
-    steps: int = 4000
-    """Gradient-descent steps of the exact network."""
-    record_every: int = 40
-    """Record the weights every this many steps."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        optimizer="gd", learning_rate=0.2, steps=4000, record_every=40, weight_decay=1e-4))
+    """The exact network's full-batch gradient descent; the truncated models take the same step and weight decay."""
     truncated_steps: int = 20_000
     """Most steps of the truncated model (it stops once every unit has blown up or died)."""
     truncated_growth: float = 100.0
@@ -77,7 +72,8 @@ class ModularAdditionConfig(Config):
     seed: int = 0
     """First initialisation seed."""
 
-    option_skip = ("task.mul_moduli",)
+    option_skip = ("task.mul_moduli", "train.optimizer", "train.batch_size", "train.seed", "train.schedule",
+                   "train.warmup_steps", "train.final_learning_rate")
 
     def _check(self) -> None:
         require(self.task.operation == "add", "operation",
@@ -87,11 +83,10 @@ class ModularAdditionConfig(Config):
         require(c2 != 0, "activation", f"{self.activation!r} has c2 = sigma''(0) = 0: no mode grows at this order; "
                                        "use gelu or square")
         require_float(self.gamma, "gamma", minimum=0.0, maximum=4.0)
-        require_float(self.learning_rate, "learning_rate", minimum=0.0, maximum=100.0, strict_minimum=True)
-        require_float(self.weight_decay, "weight_decay", minimum=0.0, maximum=1.0)
-        require_int(self.steps, "steps", minimum=10, maximum=10_000_000)
-        require_int(self.record_every, "record_every", minimum=1, maximum=self.steps)
-        require(self.steps // self.record_every >= 4, "record_every", "leave at least 4 records (steps / record_every)")
+        require(self.train.optimizer == "gd" and self.train.schedule == "constant", "optimizer",
+                "the truncated models are gradient descent at a constant step: use optimizer gd, schedule constant")
+        require(self.train.steps // self.train.record_every >= 4, "record_every",
+                "leave at least 4 records (steps / record_every)")
         require_int(self.truncated_steps, "truncated_steps", minimum=1, maximum=10_000_000)
         require_float(self.truncated_growth, "truncated_growth", minimum=1.0, strict_minimum=True)
         require_float(self.sparsity_threshold, "sparsity_threshold", minimum=0.0, maximum=1.0)
@@ -127,7 +122,7 @@ def triple_power(params) -> jax.Array:
 def _truncated_winners(field, params0, config: ModularAdditionConfig) -> tuple[np.ndarray, np.ndarray]:
     """Gradient descent on a truncated ``field(params)`` (units independent): each unit's frequency when its power
     first grows ``truncated_growth`` times (0 if it never does: it died or ran out of steps), and the step."""
-    lr = config.learning_rate
+    lr = config.train.learning_rate
     chunk = 10          # small: near its blow-up a unit's power can overflow within a few dozen steps
     power0 = sum(np.sum(np.asarray(params0[k]) ** 2, axis=1 if k != "W" else 0) for k in ("U", "V", "W"))
 
@@ -186,21 +181,19 @@ def run_modadd(config: ModularAdditionConfig, *, quiet: bool = False) -> Modular
         sig = two_input_signatures(ds, P, task.num_classes)
         c2 = activation_coefficients(config.activation)[1]
         th = theory.TwoInputTheory.from_dataset(ds, P, task.num_classes, activation=config.activation,
-                                                weight_decay=config.weight_decay, dtype=dtype)
+                                                weight_decay=config.train.weight_decay, dtype=dtype)
         C = theory.mode_coefficient(c2, P, scale=1.0 - config.task.noise_ratio)
-        train_cfg = TrainConfig(optimizer="gd", learning_rate=config.learning_rate, steps=config.steps,
-                                record_every=config.record_every, weight_decay=config.weight_decay)
         with progress_bar(total=config.num_inits, desc="initialisations", quiet=quiet, unit="init") as bar:
             for i in range(config.num_inits):
                 model = TwoInputMLP(P, task.num_classes, config.width, activation=config.activation,
                                     init_std=init_std, dtype=dtype, rngs=nnx.Rngs(config.seed + i))
                 params0 = {k: np.asarray(v) for k, v in model.params().items()}
-                pred = theory.predict_unit_frequencies(params0, C, config.weight_decay)
+                pred = theory.predict_unit_frequencies(params0, C, config.train.weight_decay)
                 s_sorted = np.sort(pred["blow_up_s"], axis=1)
-                winner, when = _truncated_winners(lambda p: theory.theorem1_field(sig, p, c2, config.weight_decay),
+                winner, when = _truncated_winners(lambda p: theory.theorem1_field(sig, p, c2, config.train.weight_decay),
                                                   params0, config)
                 winner_p1, _ = _truncated_winners(lambda p: theory.proposition1_field(th, p), params0, config)
-                run = train(model, ds, train_cfg, quiet=True, description=f"exact network (init {config.seed + i})",
+                run = train(model, ds, config.train, quiet=True, description=f"exact network (init {config.seed + i})",
                             record=lambda m: {"power": triple_power(m.params())})
                 history = np.asarray(run.weights["power"])
                 outcome = _trained_outcome(history, config)
@@ -307,9 +300,11 @@ def summary_lines(m: dict[str, Any]) -> list[str]:
                         ("proposition1", "Proposition-1 model (with the c1 terms)")):
         g = a[name]
         lines.append(f"{label} vs trained: {g['agreement']:.3f} [{g['ci_low']:.3f}, {g['ci_high']:.3f}] "
-                     f"({g['hits']}/{g['n']}; chance {g['chance_marginal']:.3f}, uniform {a['chance_uniform']:.3f})")
+                     f"({g['hits']}/{g['n']}; chance {g['chance_marginal']:.3f}, uniform {a['chance_uniform']:.3f}, "
+                     f"ceiling {g['ceiling']:g})")
     g = a["predicted_vs_truncated"]
-    lines.append(f"argmin s* vs truncated model: {g['agreement']:.3f} ({g['hits']}/{g['n']})")
+    lines.append(f"argmin s* vs truncated model: {g['agreement']:.3f} ({g['hits']}/{g['n']}); the same system solved "
+                 "and integrated, so near 1 by construction: a check of the solver, not evidence")
     return lines
 
 

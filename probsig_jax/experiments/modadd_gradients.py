@@ -43,7 +43,7 @@ SPLITS = ("full_clean", "noisy_split")
 
 @dataclass(frozen=True)
 class ModularGradientConfig(Config):
-    """E6 gradient estimates (defaults: P = 23, D = 256, alpha 0.1 on the 80 % split, Adam 1e-3, 1500 steps)."""
+    """E6 gradient estimates (defaults: P = 23, D = 256, alpha 0.1 on the 80 % split, Adam 1e-3, 1500 steps, no decay)."""
 
     task: ModularTaskConfig = field(default_factory=lambda: ModularTaskConfig(modulus=23, noise_ratio=0.1))
     """The noisy split (its train_fraction, noise_ratio and seeds); the full clean table is the same P."""
@@ -51,18 +51,15 @@ class ModularGradientConfig(Config):
     activations: tuple[str, ...] = ("gelu", "square")
     """Activations to run (each needs c2 != 0 or c1 != 0; ReLU is refused)."""
     gamma: float = 0.5
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    """Coupled L2 lambda of training (and of the flow the estimates are compared with)."""
-    steps: int = 1500
-    warmup_steps: int = 50
-    final_learning_rate: float = 1e-5
-    record_every: int = 25
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        optimizer="adam", learning_rate=1e-3, steps=1500, record_every=25, schedule="warmup_cosine",
+        warmup_steps=50, final_learning_rate=1e-5))
+    """Full-batch training (MODADD section 2); its coupled L2 ``weight_decay`` is also the flow's -lambda theta."""
     dtype: Literal["float64", "float32"] = "float64"
     seed: int = 0
     """Seed of the initialisation."""
 
-    option_skip = ("task.mul_moduli", "task.full_table")
+    option_skip = ("task.mul_moduli", "task.full_table", "train.batch_size", "train.seed")
 
     def _check(self) -> None:
         require(self.task.operation == "add" and not self.task.full_table, "operation",
@@ -72,12 +69,7 @@ class ModularGradientConfig(Config):
         for name in self.activations:
             activation_coefficients(name)                      # ConfigError("activation") for ReLU
         require_float(self.gamma, "gamma", minimum=0.0, maximum=4.0)
-        require_float(self.learning_rate, "learning_rate", minimum=0.0, maximum=1.0, strict_minimum=True)
-        require_float(self.weight_decay, "weight_decay", minimum=0.0, maximum=1.0)
-        require_int(self.steps, "steps", minimum=10, maximum=10_000_000)
-        require_int(self.warmup_steps, "warmup_steps", minimum=0, maximum=self.steps - 1)
-        require_float(self.final_learning_rate, "final_learning_rate", minimum=0.0, maximum=self.learning_rate)
-        require_int(self.record_every, "record_every", minimum=1, maximum=self.steps)
+        require(self.train.batch_size == 0, "batch_size", "the estimates are of the full-batch gradient: use 0")
         require(self.dtype in ("float64", "float32"), "dtype", f"must be float64 or float32, got {self.dtype!r}")
         require_seed(self.seed)
 
@@ -98,10 +90,6 @@ def run_modadd_gradients(config: ModularGradientConfig, *, quiet: bool = False) 
     P, Q = noisy.num_inputs, noisy.num_classes
     datasets = {"full_clean": (full.dataset("train"), 0.0), "noisy_split": (noisy.dataset("train"),
                                                                              config.task.noise_ratio)}
-    train_cfg = TrainConfig(optimizer="adam", learning_rate=config.learning_rate, steps=config.steps,
-                            record_every=config.record_every, weight_decay=config.weight_decay,
-                            schedule="warmup_cosine", warmup_steps=config.warmup_steps,
-                            final_learning_rate=config.final_learning_rate)
     cosines, losses, steps = {}, {}, None
     with numerics(config.dtype) as dtype:
         full_sig = two_input_signatures(datasets["full_clean"][0], P, Q)
@@ -109,11 +97,11 @@ def run_modadd_gradients(config: ModularGradientConfig, *, quiet: bool = False) 
             for activation in config.activations:
                 for split, (ds, alpha) in datasets.items():
                     th = theory.TwoInputTheory.from_dataset(ds, P, Q, activation=activation,
-                                                            weight_decay=config.weight_decay, dtype=dtype)
+                                                            weight_decay=config.train.weight_decay, dtype=dtype)
                     model = TwoInputMLP(P, Q, config.width, activation=activation, dtype=dtype,
                                         init_std=init_std_for_gamma(config.width, config.gamma),
                                         rngs=nnx.Rngs(config.seed))
-                    run = train(model, ds, train_cfg, quiet=True, description=f"{activation}, {split}")
+                    run = train(model, ds, config.train, quiet=True, description=f"{activation}, {split}")
                     key = f"{activation}/{split}"
                     cosines[key] = theory.field_cosines(th, two_input_signatures(ds, P, Q), full_sig,
                                                         run.weights, alpha)

@@ -46,16 +46,15 @@ class ModularRegimesConfig(Config):
     gamma: float = 0.5
     weight_decays: tuple[float, ...] = (0.0, 1e-4, 5e-4, 1e-3)
     """The lambda grid (coupled L2, as torch.optim.Adam's weight_decay)."""
-    learning_rate: float = 1e-3
-    steps: int = 3000
-    warmup_steps: int = 100
-    final_learning_rate: float = 1e-5
-    record_every: int = 50
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        optimizer="adam", learning_rate=1e-3, steps=3000, record_every=50, schedule="warmup_cosine",
+        warmup_steps=100, final_learning_rate=1e-5))
+    """Full-batch training (MODADD section 2); its ``weight_decay`` is replaced by each value of the grid."""
     dtype: Literal["float32", "float64"] = "float32"
     seed: int = 0
     """Seed of the initialisation (shared by every lambda)."""
 
-    option_skip = ("task.mul_moduli", "task.full_table")
+    option_skip = ("task.mul_moduli", "task.full_table", "train.weight_decay", "train.batch_size", "train.seed")
 
     def _check(self) -> None:
         require(not self.task.full_table and self.task.train_fraction < 1.0, "train_fraction",
@@ -65,11 +64,7 @@ class ModularRegimesConfig(Config):
         require(len(self.weight_decays) >= 1, "weight_decays", "give at least one value")
         for lam in self.weight_decays:
             require_float(lam, "weight_decays", minimum=0.0, maximum=1.0)
-        require_float(self.learning_rate, "learning_rate", minimum=0.0, maximum=1.0, strict_minimum=True)
-        require_int(self.steps, "steps", minimum=10, maximum=10_000_000)
-        require_int(self.warmup_steps, "warmup_steps", minimum=0, maximum=self.steps - 1)
-        require_float(self.final_learning_rate, "final_learning_rate", minimum=0.0, maximum=self.learning_rate)
-        require_int(self.record_every, "record_every", minimum=1, maximum=self.steps)
+        require(self.train.batch_size == 0, "batch_size", "MODADD trains full batch: use 0")
         require(self.dtype in ("float32", "float64"), "dtype", f"must be float32 or float64, got {self.dtype!r}")
         require_seed(self.seed)
 
@@ -106,10 +101,7 @@ def run_modadd_regimes(config: ModularRegimesConfig, *, quiet: bool = False) -> 
                 model = TwoInputMLP(task.num_inputs, task.num_classes, config.width, activation=config.activation,
                                     init_std=init_std_for_gamma(config.width, config.gamma), dtype=dtype,
                                     rngs=nnx.Rngs(config.seed))
-                cfg = TrainConfig(optimizer="adam", learning_rate=config.learning_rate, steps=config.steps,
-                                  record_every=config.record_every, weight_decay=lam, schedule="warmup_cosine",
-                                  warmup_steps=config.warmup_steps, final_learning_rate=config.final_learning_rate)
-                run = train(model, ds, cfg, record=record, quiet=True, description=f"lambda {lam:g}")
+                run = train(model, ds, config.train.replace(weight_decay=lam), record=record, quiet=True, description=f"lambda {lam:g}")
                 accuracy[f"lambda={lam:g}"] = {k: np.asarray(v) for k, v in run.weights.items()}
                 steps = run.steps
                 bar.update(1)

@@ -221,6 +221,8 @@ def blow_up_times_ode(u: np.ndarray, v: np.ndarray, w: np.ndarray, *, growth: fl
     :func:`blow_up_times`; slower."""
     import diffrax
 
+    from probsig_jax.theory.ode import solve_until
+
     shape = np.shape(u)
     u, v, w = (np.asarray(q, dtype=np.complex128).ravel() for q in (u, v, w))
     scale = np.maximum.reduce([np.abs(u), np.abs(v), np.abs(w)]) ** 2
@@ -233,10 +235,8 @@ def blow_up_times_ode(u: np.ndarray, v: np.ndarray, w: np.ndarray, *, growth: fl
             return jnp.stack([du.real, du.imag, dv.real, dv.imag, dw.real, dw.imag])
 
         cond = lambda s, y, args, **kw: y[0] ** 2 + y[1] ** 2 - x_stop  # noqa: E731
-        sol = diffrax.diffeqsolve(diffrax.ODETerm(field), diffrax.Tsit5(), 0.0, jnp.inf, None, y0,
-                                  stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-14),
-                                  max_steps=100_000, event=diffrax.Event(cond),
-                                  saveat=diffrax.SaveAt(t1=True))
+        sol = solve_until(field, y0, jnp.inf, cond, saveat=diffrax.SaveAt(t1=True), rtol=1e-10, atol=1e-14,
+                          max_steps=100_000)
         x_end = sol.ys[0, 0] ** 2 + sol.ys[0, 1] ** 2
         return sol.ts[0] + 1.0 / jnp.sqrt(x_end)
 
