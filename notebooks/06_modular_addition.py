@@ -17,7 +17,9 @@
 # mode to blow up becomes the unit's frequency. This notebook walks through the derivation
 # (`probsig_jax.theory.two_input_derivation`), the fields against `jax.grad` of the real network
 # (`probsig_jax.theory.two_input`), the Fourier reduction and the blow-up times, and then the paper's "93 %"
-# protocol (`probsig_jax.experiments.modadd`, the run behind `python -m probsig_jax.simulate modadd`).
+# protocol (`probsig_jax.experiments.modadd`, the run behind `python -m probsig_jax.simulate modadd`), the trained
+# units' Fourier structure, and the early-noise puzzle with its label-collision account
+# (`probsig_jax.experiments.modadd_noise`, behind `simulate modadd-noise`).
 
 # %%
 import math
@@ -32,10 +34,12 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 from probsig_jax.data import ModularTaskConfig, make_modular_task
 from probsig_jax.experiments import modadd as E
+from probsig_jax.experiments import modadd_noise as N
 from probsig_jax.numerics import numerics
 from probsig_jax.signatures.two_input import two_input_signatures
 from probsig_jax.theory import two_input as T
 from probsig_jax.theory import two_input_derivation as TD
+from probsig_jax.training.supervised import TrainConfig
 
 # %% [markdown]
 # ## 1. The derivation and its checks
@@ -130,4 +134,45 @@ fig.tight_layout()
 
 # %%
 E.plot_gap_vs_agreement(result)
+plt.show()
+
+# %% [markdown]
+# The trained units' structure (MODADD section 4): each unit's power per frequency, whether `U_d`, `V_d` and
+# `W^d` share one frequency, the phase alignment `arg u + arg v - arg w` of the matched units, and sparsity vs
+# norm.
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+E.plot_unit_spectra(result, ax=axes[0])
+E.plot_phase_alignment(result, ax=axes[1])
+E.plot_sparsity_vs_norm(result, ax=axes[2])
+fig.tight_layout()
+E.plot_frequency_matching(result)
+plt.show()
+units = result.metrics["trained_units"]
+assert units["all"]["phase_coherence"] > 5 * units["phase_coherence_null"], units
+
+# %% [markdown]
+# ## 5. The early-noise puzzle (MODADD section 5 item 4)
+#
+# In the first epochs the noisy examples' loss falls faster than the clean ones'. The account: an example is pulled
+# up by the other training examples that share an input *and* its label, `Delta_i` (the label signatures
+# `phi_a[a](z)`, `phi_b[b](z)` of its own label). The two controls can fail: bijective noise `g` (no noisy-noisy
+# collisions) should flip the order between alpha 0.2 and 0.8, and in the mixed-moduli multiplication the composite
+# modulus should fall fastest. A small setting here (P = 17); `simulate modadd-noise` runs the paper's P = 113.
+
+# %%
+noise_config = N.ModularNoiseConfig(
+    task=ModularTaskConfig(modulus=17), noise_ratios=(0.3,), bijective_noise_ratios=(0.2, 0.8),
+    mixed_moduli=(29, 30, 31), width=64, early_steps=40, permutations=199,
+    train=TrainConfig(optimizer="adam", learning_rate=1e-3, steps=40, record_every=4, schedule="warmup_cosine",
+                      warmup_steps=20, final_learning_rate=1e-5, schedule_steps=600))
+noise = N.run_modadd_noise(noise_config, quiet=True)
+display(Markdown("\n".join(f"- {line}" for line in N.summary_lines(noise.metrics))))
+assert noise.metrics["orders_agree"] == noise.metrics["orders_predicted"], noise.metrics
+
+# %%
+for kind in ("uniform", "bijective", "mixed"):
+    N.plot_early_losses(noise, kind)
+N.plot_collisions_vs_drop(noise)
 plt.show()

@@ -179,3 +179,25 @@ def test_bad_input_names_the_field(call, field):
     with pytest.raises(ConfigError) as err:
         call()
     assert err.value.field == field
+
+
+def test_vector_correlation_test_matches_scipy_and_its_null_is_centred():
+    """The observed r equals scipy's Pearson / Spearman; under independence the null is centred on 0 with the
+    1 / sqrt(n) spread and p is not small; under dependence p is the smallest possible value."""
+    import scipy.stats
+
+    from probsig_jax.analysis.significance import vector_correlation_test
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 4, size=400).astype(float)            # tied values, as a collision count
+    y = x + rng.normal(size=400)
+    for method, ref in (("pearson", scipy.stats.pearsonr(x, y)[0]), ("spearman", scipy.stats.spearmanr(x, y)[0])):
+        t = vector_correlation_test(x, y, permutations=499, seed=1, method=method)
+        assert t["r"] == pytest.approx(ref, abs=1e-12)
+        assert t["p"] == pytest.approx(1 / 500)
+        assert abs(t["null_mean"]) < 0.01 and t["null_std"] == pytest.approx(1 / np.sqrt(400), rel=0.15)
+    independent = vector_correlation_test(x, rng.normal(size=400), permutations=499, seed=1)
+    assert independent["p"] > 0.01
+    assert np.isnan(vector_correlation_test(np.ones(5), np.arange(5.0))["r"])
+    with pytest.raises(ConfigError, match="^x: "):
+        vector_correlation_test(np.arange(4.0), np.arange(5.0))

@@ -13,6 +13,7 @@ import pytest
 from probsig_jax.data import (
     ModularTaskConfig,
     bijective_noise_label,
+    expected_label_collisions,
     label_collisions,
     legendre_symbol,
     make_modular_task,
@@ -258,6 +259,52 @@ def test_collision_means_80_percent_split():
     assert clean == pytest.approx(rho * 2 * alpha * (1 - 1 / P), abs=0.01)
     assert clean == pytest.approx(0.158, abs=0.01)
     assert noisy == pytest.approx(rho * 2 * (1 - 1 / P), abs=0.05)
+
+
+def test_expected_collisions_are_the_paper_formulas_on_the_full_table():
+    """Exact expectation (no sampling) against MODADD 5.4's closed forms: 2 (1 - 1/P) for a noisy row, and
+    2 (1 - 1/P) n_noisy / (N - 1) (the paper's 2 alpha (1 - 1/P), alpha rounded to the row count) for a clean one."""
+    P, alpha = 113, 0.1
+    N = P * P
+    clean, noisy = expected_label_collisions(ModularTaskConfig(modulus=P, full_table=True, noise_ratio=alpha))
+    np.testing.assert_allclose(noisy, 2 * (1 - 1 / P), rtol=1e-12)
+    np.testing.assert_allclose(clean, 2 * (1 - 1 / P) * round(alpha * N) / (N - 1), rtol=1e-12)
+    clean0, noisy0 = expected_label_collisions(ModularTaskConfig(modulus=P, full_table=True))
+    assert np.all(clean0 == 0) and np.all(np.isnan(noisy0))     # addition is a bijection in each argument
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(modulus=7, noise_ratio=0.3),
+    dict(modulus=7, noise_ratio=0.3, full_table=True),
+    dict(modulus=7, noise_ratio=0.3, noise="bijective"),
+    dict(operation="mul", mul_moduli=(5, 6, 7), noise_ratio=0.2),
+], ids=["uniform-split", "uniform-full", "bijective-split", "mul-parts"])
+def test_expected_collisions_match_monte_carlo_over_split_and_noise(kwargs):
+    """The exact expectation against the mean over 3000 random splits and noise draws: within 4.5 standard errors
+    for the clean and the noisy means (for mul also per part). A wrong partner probability (e.g. N instead of
+    N - 1, or forgetting that a noisy row is not its own partner) moves them by > 10 standard errors."""
+    cfg = ModularTaskConfig(**kwargs)
+    given_clean, given_noisy = expected_label_collisions(cfg)
+    draws = {"clean": [], "noisy": []}
+    parts = {k: [] for k in range(len(cfg.mul_moduli))} if cfg.operation == "mul" else {}
+    for s in range(3000):
+        t = make_modular_task(cfg.replace(split_seed=s, noise_seed=10_000 + s))
+        delta = np.zeros(t.num_rows)
+        delta[t.train] = label_collisions(t, "train")
+        draws["clean"].append(delta[t.clean_train].mean())
+        draws["noisy"].append(delta[t.noisy].mean())
+        for k in parts:
+            rows = t.clean_train & (t.part == k)
+            parts[k].append((delta[rows].sum(), rows.sum()))
+    for name, expected in (("clean", given_clean.mean()), ("noisy", given_noisy.mean())):
+        x = np.asarray(draws[name])
+        assert abs(x.mean() - expected) < 4.5 * x.std() / np.sqrt(len(x)), (name, x.mean(), expected)
+    for k, draws_k in parts.items():
+        obs, n = (np.asarray(v, dtype=float) for v in zip(*draws_k))
+        exact = given_clean[t.part == k].mean()   # every row of the part is clean-train with the same probability
+        # Ratio of totals (the part's clean-row count varies by draw), with its delta-method standard error.
+        se = (obs - exact * n).std() / (np.sqrt(len(n)) * n.mean())
+        assert abs(obs.sum() / n.sum() - exact) < 4.5 * se, (k, obs.sum() / n.sum(), exact)
 
 
 # =============================================================================== validation

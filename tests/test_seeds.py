@@ -16,7 +16,10 @@ from probsig_jax.validation import ConfigError
 SMALL = {"linear": ["--steps", "300", "--dim", "16"],
          # the simple task and 199 / 200 relabellings / resamples: the mechanism, not the numbers, is under test
          "ffn": ["--steps", "150", "--init-scale", "1e-2", "--record-every", "50", "--preset", "simple", "--dim",
-                 "16", "--hidden", "32", "--permutations", "199", "--bootstrap", "200"]}
+                 "16", "--hidden", "32", "--permutations", "199", "--bootstrap", "200"],
+         "modadd-noise": ["--modulus", "17", "--noise-ratios", "0.3", "--bijective-noise-ratios", "", "--mixed-moduli",
+                          "", "--width", "16", "--steps", "8", "--record-every", "4", "--early-steps", "8",
+                          "--warmup-steps", "2", "--schedule-steps", "100", "--permutations", "19"]}
 
 
 def test_summarise_is_the_student_t_interval():
@@ -39,8 +42,10 @@ def test_bad_seeds_are_one_line_errors(value, message):
     assert err.value.field == "seeds" and message in str(err.value)
 
 
-# linear is slow (90-135 s): the default run checks the seed mechanism on ffn; -m slow runs both
-@pytest.mark.parametrize("command", [pytest.param("linear", marks=pytest.mark.slow), "ffn"])
+# linear (90-135 s) and ffn (30-50 s) are slow: the default run checks the seed mechanism on a tiny modadd-noise;
+# -m slow runs all three
+@pytest.mark.parametrize("command", [pytest.param("linear", marks=pytest.mark.slow),
+                                     pytest.param("ffn", marks=pytest.mark.slow), "modadd-noise"])
 def test_seeds_on_the_toy_experiments_aggregate_and_reproduce(command, tmp_path):
     # (The same seeds giving the same numbers is checked by the rerun from the record at the end.)
     assert simulate.main([command, *SMALL[command], "--seeds", "0,1", "--out", str(tmp_path / "a"), "--quiet"]) == 0
@@ -53,7 +58,13 @@ def test_seeds_on_the_toy_experiments_aggregate_and_reproduce(command, tmp_path)
         assert final_loss["ci_low"] <= final_loss["mean"] <= final_loss["ci_high"] and final_loss["std"] > 0
     report = (tmp_path / "a" / "report.md").read_text()
     assert "mean over seeds" in report and (tmp_path / "a" / "seed_1" / "report.md").is_file()
-    assert (tmp_path / "a" / "alignment_over_seeds.png").read_bytes()[:4] == b"\x89PNG"
+    if command in ("linear", "ffn"):      # the toy tasks' alignment has a figure over seeds
+        assert (tmp_path / "a" / "alignment_over_seeds.png").read_bytes()[:4] == b"\x89PNG"
+    else:
+        drop = a["aggregate"]["conditions"]["uniform alpha=0.3"]["subsets"]["noisy"]["loss_drop_early"]
+        values = [a["per_seed"][s]["conditions"]["uniform alpha=0.3"]["subsets"]["noisy"]["loss_drop_early"]
+                  for s in ("0", "1")]
+        assert drop["values"] == values and values[0] != values[1] and drop["ci_low"] <= drop["mean"] <= drop["ci_high"]
     # The seed's own run is the single-seed run with that seed.
     single = tmp_path / "single"
     assert simulate.main([command, *SMALL[command], "--seed", "1", "--out", str(single), "--quiet"]) == 0
@@ -82,3 +93,17 @@ def test_seeds_on_llm(tmp_path):
     assert (out / "alignment_over_seeds.png").is_file() and (out / "seed_0" / "model").is_dir()
     again = run_experiment("llm", config, out=tmp_path / "again", quiet=True, seeds=(0, 1))
     assert json.loads((again / "metrics.json").read_text())["aggregate"] == m["aggregate"]
+
+
+def test_every_number_over_seeds_is_one_table_row():
+    from probsig_jax.experiments.seeds import seed_number_rows, seed_number_table
+
+    trees = [{"a": 1.0, "curve": [1.0, 2.0], "name": "x", "rows": [{"b": 2.0}], "missing": None},
+             {"a": 3.0, "curve": [3.0, 4.0], "name": "x", "rows": [{"b": 4.0}], "missing": None}]
+    rows = seed_number_rows(aggregate(trees))
+    s = summarise([1.0, 3.0])
+    assert rows[0] == (f"| a | 2 | {s['std']:.3g} | [{s['ci_low']:.4g}, {s['ci_high']:.4g}] | 2 | 1, 3 |")
+    assert rows[1].startswith("| rows[0].b | 3 |")
+    assert len(rows) == 2            # the curve and the string are not numbers over seeds; all-None is dropped
+    assert seed_number_table(aggregate(trees)).splitlines()[0].startswith("| metric | mean over seeds |")
+    assert seed_number_table({"name": "x"}) == ""

@@ -199,6 +199,9 @@ def test_seeds_determine_the_run(small_task):
     (dict(warmup_steps=3), "warmup_steps"),                                   # only with warmup_cosine
     (dict(schedule="warmup_cosine", warmup_steps=10), "warmup_steps"),        # must be < steps
     (dict(final_learning_rate=1.0), "final_learning_rate"),                   # above learning_rate
+    (dict(schedule_steps=20), "schedule_steps"),                              # only with warmup_cosine
+    (dict(schedule="warmup_cosine", schedule_steps=9), "schedule_steps"),     # shorter than steps
+    (dict(schedule="warmup_cosine", schedule_steps=40, warmup_steps=40), "warmup_steps"),  # < the horizon
 ])
 def test_train_config_validation(kwargs, field):
     cfg = TrainConfig(**{"steps": 10, "record_every": 5, **kwargs})
@@ -245,3 +248,21 @@ def test_coupled_weight_decay_is_the_gradient_of_the_l2_penalty():
                                         schedule="warmup_cosine", warmup_steps=2), quiet=True)
     np.testing.assert_array_equal(warm.weights["E"][1], warm.weights["E"][0])
     assert not np.allclose(warm.weights["E"][2], warm.weights["E"][1])
+
+
+def test_schedule_steps_trains_the_first_steps_of_a_longer_schedule():
+    """With ``schedule_steps`` the rates are those of the longer schedule (optax's, at the same step), so the
+    early steps of a long run can be trained alone."""
+    import optax
+
+    from probsig_jax.training.supervised import make_schedule
+
+    cfg = TrainConfig(optimizer="adam", learning_rate=1e-2, steps=10, record_every=5, schedule="warmup_cosine",
+                      warmup_steps=4, final_learning_rate=1e-5, schedule_steps=1000).validate()
+    long = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 4, 1000, 1e-5)
+    short = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 4, 10, 1e-5)
+    rate = make_schedule(cfg)
+    steps = np.arange(10)
+    np.testing.assert_allclose([rate(k) for k in steps], [long(k) for k in steps], rtol=1e-6)
+    assert not np.allclose([rate(k) for k in steps[5:]], [short(k) for k in steps[5:]])
+    assert cfg.horizon == 1000 and cfg.replace(schedule_steps=0).horizon == 10

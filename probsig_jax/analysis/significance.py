@@ -30,7 +30,7 @@ import numpy as np
 from probsig_jax.analysis.metrics import _pair, _square, midranks
 from probsig_jax.validation import require, require_float, require_int, require_seed
 
-__all__ = ["mantel_test", "partial_mantel_test", "bootstrap_correlations", "bootstrap_interval",
+__all__ = ["mantel_test", "partial_mantel_test", "vector_correlation_test", "bootstrap_correlations", "bootstrap_interval",
            "partial_correlation", "pair_correlation_matrix"]
 
 Method = Literal["pearson", "spearman"]
@@ -109,6 +109,40 @@ def mantel_test(S_a: Any, S_b: Any, *, permutations: int = 999, seed: int = 0, m
     r = float(np.sum(np.triu(Za * Zb, 1)) / (a.shape[0] * (a.shape[0] - 1) / 2))
     null = _permuted_inner_products(Za, [Zb], _permutations(a.shape[0], permutations, require_seed(seed)))[:, 0]
     return _null_summary(r, null)
+
+
+def vector_correlation_test(x: Any, y: Any, *, permutations: int = 999, seed: int = 0, method: Method = "pearson"
+                            ) -> dict[str, float]:
+    """Permutation test of the correlation of two paired 1-D samples (e.g. a per-example score and a per-example
+    outcome): the null relabels ``x``'s entries at random. It assumes exchangeable units; where units share
+    structure (examples sharing an input, tokens of one pair) the p-value is optimistic.
+
+    Args:
+      x, y: (n,) finite values, n >= 3.
+      permutations, seed, method: as :func:`mantel_test`.
+
+    Returns what :func:`mantel_test` returns (``r``, one-sided ``p``, the null's mean, std and 2.5 / 97.5 %
+    quantiles, ``permutations``); ``r`` is nan (and ``p`` 1) if either sample is constant.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    require(x.ndim == 1 and x.shape == y.shape and x.size >= 3, "x",
+            f"x and y must be 1-D of the same length >= 3, got shapes {x.shape} and {y.shape}")
+    require(bool(np.all(np.isfinite(x)) and np.all(np.isfinite(y))), "x", "x and y must be finite")
+    method = _check_method(method)
+    permutations = _check_permutations(permutations)
+    if method == "spearman":
+        x, y = midranks(x), midranks(y)
+    zx, zy = x - x.mean(), y - y.mean()
+    norm = float(np.linalg.norm(zx) * np.linalg.norm(zy))
+    if norm == 0.0:
+        nan = float("nan")
+        return {"r": nan, "p": 1.0, "null_mean": nan, "null_std": nan, "null_q025": nan, "null_q975": nan,
+                "permutations": float(permutations)}
+    r = float(zx @ zy / norm)
+    perms = _permutations(x.size, permutations, require_seed(seed))
+    null = np.concatenate([zx[chunk] @ zy for chunk in np.array_split(perms, max(1, perms.size // 4_000_000))])
+    return _null_summary(r, null / norm)
 
 
 def partial_correlation(r_ab: Any, r_ac: Any, r_bc: Any) -> Any:

@@ -18,6 +18,7 @@ from probsig_jax.data.modular import (
     ModularTask,
     ModularTaskConfig,
     bijective_noise_label,
+    expected_label_collisions,
     label_collisions,
     legendre_symbol,
     make_modular_task,
@@ -27,6 +28,6 @@ __all__ = [
     "PRESETS", "Combo", "ComboWeight", "CompositeAdditionConfig", "DataEdit", "Dataset", "Relabel", "TaskData",
     "apply_edits", "composite_label", "count_features", "make_composite_addition", "num_features",
     "vocabulary_size",
-    "ModularTask", "ModularTaskConfig", "bijective_noise_label", "label_collisions", "legendre_symbol",
+    "ModularTask", "ModularTaskConfig", "bijective_noise_label", "expected_label_collisions", "label_collisions", "legendre_symbol",
     "make_modular_task",
 ]

@@ -295,3 +295,61 @@ def label_collisions(task: ModularTask, subset: str = "train") -> np.ndarray:
     count_bz = np.bincount(task.b[tr] * V + z[tr], minlength=V * V)
     am, bm, zm = task.a[mask], task.b[mask], z[mask]
     return count_az[am * V + zm] + count_bz[bm * V + zm] - 2 * tr[mask].astype(np.int64)
+
+
+def _same_label_counts(labels_AxA: np.ndarray, other_AxA: np.ndarray, num_classes: int) -> np.ndarray:
+    """(A, A): for each row (a, b), how many entries of row ``a`` of ``other`` equal ``labels[a, b]``."""
+    A = labels_AxA.shape[0]
+    counts = np.zeros((A, num_classes), dtype=np.int64)
+    np.add.at(counts, (np.repeat(np.arange(A), A), other_AxA.ravel()), 1)
+    return np.take_along_axis(counts, labels_AxA, axis=1)
+
+
+def expected_label_collisions(config: ModularTaskConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The expectation of :func:`label_collisions` of every row, over the random split and noise of
+    :func:`make_modular_task` (exact: no sampling), given that the row is a clean or a noisy training row.
+
+    The split is a uniform random ``n_train``-subset of the table and the noisy rows a uniform random
+    ``n_noisy``-subset of it, so for a training row ``i`` any other row is a clean training row with probability
+    ``(n_train - n_noisy - 1) / (N - 1)`` (``i`` clean) or ``(n_train - n_noisy) / (N - 1)`` (``i`` noisy) and a
+    noisy one with ``n_noisy / (N - 1)`` or ``(n_noisy - 1) / (N - 1)``. Two rows sharing an input collide with
+    probability ``1 / num_classes`` when either label is uniform noise, else when their deterministic labels
+    (the rule's, or the bijective ``g``) are equal. Summing over the ``2 (A - 1)`` rows that share ``a`` or ``b``
+    gives, e.g. for ``add`` with uniform noise on the full table, ``2 (1 - 1/P)`` for a noisy row and
+    ``2 (1 - 1/P) n_noisy / (N - 1)`` (the paper's ``2 alpha (1 - 1/P)``) for a clean one.
+
+    Returns ``(given_clean, given_noisy)``: float64 (N,) each, in the table's row order; average them over the
+    rows of a part (e.g. ``task.part == k``) for that part's expected mean. ``given_noisy`` is nan when the config
+    has no noisy rows (and ``given_clean`` is nan if every training row is noisy).
+    """
+    config = config.validate()
+    task = make_modular_task(config.replace(noise_ratio=0.0))
+    N, A, C = task.num_rows, len(config.alphabet), config.num_classes
+    n_train = N if config.full_table else round(config.train_fraction * N)
+    n_noisy = round(config.noise_ratio * n_train)
+    f = task.clean_labels.reshape(A, A)
+    sides = (f, f.T)          # rows sharing a: along axis 1 of f; sharing b: along axis 1 of f.T
+    uniform = config.noise == "uniform"
+    g = None if uniform else bijective_noise_label(task.a, task.b, config.modulus).reshape(A, A)
+
+    match = {"cc": np.zeros((A, A)), "cn": np.zeros((A, A)), "nc": np.zeros((A, A)), "nn": np.zeros((A, A))}
+    for k, f_side in enumerate(sides):
+        back = (lambda x: x) if k == 0 else (lambda x: x.T)
+        match["cc"] += back(_same_label_counts(f_side, f_side, C) - 1)
+        if uniform:
+            for key in ("cn", "nc", "nn"):
+                match[key] += (A - 1) / C
+        else:
+            g_side = g if k == 0 else g.T
+            self_match = (f_side == g_side).astype(np.int64)
+            match["cn"] += back(_same_label_counts(f_side, g_side, C) - self_match)
+            match["nc"] += back(_same_label_counts(g_side, f_side, C) - self_match)
+            match["nn"] += back(_same_label_counts(g_side, g_side, C) - 1)
+    denom = max(N - 1, 1)
+    given_clean = ((n_train - n_noisy - 1) * match["cc"] + n_noisy * match["cn"]) / denom
+    given_noisy = ((n_train - n_noisy) * match["nc"] + (n_noisy - 1) * match["nn"]) / denom
+    if n_noisy == 0:
+        given_noisy = np.full((A, A), np.nan)
+    if n_train - n_noisy == 0:
+        given_clean = np.full((A, A), np.nan)
+    return given_clean.ravel(), given_noisy.ravel()

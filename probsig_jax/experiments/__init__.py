@@ -55,6 +55,10 @@ REGISTRY: dict[str, RegistryEntry] = {
     "modadd-regimes": RegistryEntry("probsig_jax.experiments.modadd_regimes",
                                     "E6: clean / noisy / test accuracy over training for a grid of weight decays "
                                     "(Adam, label noise)"),
+    "modadd-noise": RegistryEntry("probsig_jax.experiments.modadd_noise",
+                                  "E6: the early-noise puzzle; clean vs noisy (and per-part) loss over the first "
+                                  "epochs against the label-collision counts, with the bijective-noise and "
+                                  "mixed-moduli controls"),
     "pretrained": RegistryEntry("probsig_jax.experiments.pretrained",
                                 "E5: a local pretrained Qwen2/Qwen2.5 checkpoint's embeddings vs the corpus "
                                 "signatures (--checkpoint DIR)"),

@@ -104,6 +104,7 @@ class ModularAdditionResult:
     power_history: np.ndarray             # (T, D, R) folded power over training, first initialisation
     times: np.ndarray                     # (T,) steps of power_history
     metrics: dict[str, Any]
+    final_params: dict[str, np.ndarray] | None = None   # trained U (I, D, P), V (I, D, P), W (I, P, D) per init
 
 
 def triple_power(params) -> jax.Array:
@@ -176,7 +177,7 @@ def run_modadd(config: ModularAdditionConfig, *, quiet: bool = False) -> Modular
     units: dict[str, list] = {k: [] for k in ("init", "unit", "predicted", "alive", "s_min", "s_gap", "truncated",
                                               "truncated_step", "proposition1", "trained", "sparsity", "stable",
                                               "valid")}
-    trained_power = []
+    trained_power, final = [], {"U": [], "V": [], "W": []}
     with numerics(config.dtype) as dtype:
         sig = two_input_signatures(ds, P, task.num_classes)
         c2 = activation_coefficients(config.activation)[1]
@@ -200,6 +201,9 @@ def run_modadd(config: ModularAdditionConfig, *, quiet: bool = False) -> Modular
                 if i == 0:
                     first_history, first_times = history, np.asarray(run.steps)
                 trained_power.append(history[-1])
+                trained = nnx.merge(nnx.graphdef(model), run.final_state).params()
+                for key in final:
+                    final[key].append(np.asarray(trained[key]))
                 D = config.width
                 for key, value in (("init", np.full(D, config.seed + i)), ("unit", np.arange(D)),
                                    ("predicted", pred["frequency"]), ("alive", pred["alive"]),
@@ -210,11 +214,45 @@ def run_modadd(config: ModularAdditionConfig, *, quiet: bool = False) -> Modular
                     units[key].append(np.asarray(value))
                 bar.update(1)
     units_np = {k: np.concatenate(v) for k, v in units.items()}
+    final_np = {k: np.stack(v) for k, v in final.items()}
     metrics = {"experiment": "modadd", "modulus": P, "frequencies": R, "width": config.width,
                "init_std": init_std, "mode_coefficient_C": C, "c2": c2,
                "agreement": _agreement_metrics(units_np, R),
-               "per_init": _per_init(units_np, R)}
-    return ModularAdditionResult(config, units_np, np.concatenate(trained_power), first_history, first_times, metrics)
+               "per_init": _per_init(units_np, R),
+               "trained_units": _unit_structure(final_np, units_np, config.sparsity_threshold)}
+    return ModularAdditionResult(config, units_np, np.concatenate(trained_power), first_history, first_times, metrics,
+                                 final_np)
+
+
+def pooled_unit_diagnostics(final_params: dict[str, np.ndarray], sparsity_threshold: float = 0.7) -> dict[str, Any]:
+    """:func:`probsig_jax.analysis.fourier.unit_diagnostics` of the trained units of every initialisation pooled
+    (``final_params``: U, V (I, D, P), W (I, P, D)), plus ``norm``: (I * D,) each unit's triple norm
+    ``sqrt(|U_d|^2 + |V_d|^2 + |W^d|^2)``."""
+    U = final_params["U"].reshape(-1, final_params["U"].shape[-1])
+    V = final_params["V"].reshape(-1, final_params["V"].shape[-1])
+    W = np.concatenate(list(final_params["W"]), axis=1)
+    diag = fourier.unit_diagnostics(U, V, W, sparsity_threshold=sparsity_threshold)
+    diag["norm"] = np.sqrt(np.sum(U**2, 1) + np.sum(V**2, 1) + np.sum(W**2, 0))
+    return diag
+
+
+def _unit_structure(final_params: dict[str, np.ndarray], units: dict[str, np.ndarray], threshold: float
+                    ) -> dict[str, Any]:
+    """Frequency matching, sparsity and phase alignment of the trained units (all, and the valid ones), with the
+    phase coherence a uniform random phase would give (the null) and 1 (the ceiling)."""
+    diag = pooled_unit_diagnostics(final_params, threshold)
+    out: dict[str, Any] = {"all": fourier.summarise_units(diag)}
+    valid = units["valid"]
+    matched_valid = diag["matched"] & valid
+    out["valid"] = {"units": int(valid.sum()),
+                    "matched_fraction": float(diag["matched"][valid].mean()) if valid.any() else None,
+                    "phase_coherence": (float(fourier.mean_resultant_length(diag["phase"][matched_valid]))
+                                        if matched_valid.any() else None)}
+    n = int(diag["matched"].sum())
+    # E|mean of n uniform unit phasors| ~ sqrt(pi / (4 n)) (Rayleigh); the ceiling is 1 (all phases equal).
+    out["phase_coherence_null"] = float(np.sqrt(np.pi / (4 * n))) if n else None
+    out["phase_coherence_ceiling"] = 1.0
+    return out
 
 
 def _agreement_metrics(u: dict[str, np.ndarray], R: int) -> dict[str, Any]:
@@ -281,14 +319,80 @@ def plot_gap_vs_agreement(result: ModularAdditionResult, ax=None):
     return ax
 
 
+def plot_unit_spectra(result: ModularAdditionResult, ax=None):
+    """Each trained unit's power share per frequency (its triple, first initialisation), units sorted by their
+    dominant frequency; a sparse unit is one bright cell."""
+    D = result.config.width
+    power = result.trained_power[:D]
+    share = power / np.maximum(power.sum(axis=1, keepdims=True), 1e-300)
+    order = np.lexsort((-share.max(axis=1), share.argmax(axis=1)))
+    image = plots.plot_heatmap(share[order], ax=ax, vmin=0.0, vmax=1.0, cmap="viridis", colorbar="power share",
+                               title="trained units' Fourier power (first init)")
+    image.axes.set(xlabel="frequency r - 1", ylabel="unit (sorted by dominant frequency)")
+    return image.axes
+
+
+def plot_frequency_matching(result: ModularAdditionResult):
+    """Counts of (tau(U_d), tau(V_d)) and (tau(U_d), tau(W^d)) over the trained units of every initialisation:
+    a matched unit lies on the diagonal."""
+    import matplotlib.pyplot as plt
+
+    diag = pooled_unit_diagnostics(result.final_params, result.config.sparsity_threshold)
+    R = result.metrics["frequencies"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    for ax, other in zip(axes, ("V", "W")):
+        counts = np.zeros((R, R))
+        np.add.at(counts, (diag["tau_U"] - 1, diag[f"tau_{other}"] - 1), 1)
+        image = plots.plot_heatmap(counts, [str(r) for r in range(1, R + 1)], ax=ax, vmin=0,
+                                   vmax=max(1.0, counts.max()), cmap="viridis", colorbar="units",
+                                   title=f"tau(U) (rows) vs tau({other}) (columns)")
+        image.axes.set(xlabel=f"tau({other})", ylabel="tau(U)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_phase_alignment(result: ModularAdditionResult, ax=None):
+    """Histogram of ``arg u + arg v - arg w`` at each matched unit's frequency (pooled over initialisations)."""
+    diag = pooled_unit_diagnostics(result.final_params, result.config.sparsity_threshold)
+    phase = diag["phase"][diag["matched"]]
+    ax = plots._axes(ax)
+    ax.hist(phase, bins=36, range=(-np.pi, np.pi), color="C0", alpha=0.8)
+    m = result.metrics["trained_units"]
+    ax.set(xlabel="arg u + arg v - arg w (rad)", ylabel="matched units",
+           title=f"phase alignment: coherence {m['all'].get('phase_coherence') or float('nan'):.3f} "
+                 f"(uniform null ~{m['phase_coherence_null'] or float('nan'):.3f})")
+    return ax
+
+
+def plot_sparsity_vs_norm(result: ModularAdditionResult, ax=None):
+    """Each trained unit's triple norm against its sparsity (the share of its dominant frequency), valid units
+    and the rest apart."""
+    diag = pooled_unit_diagnostics(result.final_params, result.config.sparsity_threshold)
+    power = result.trained_power
+    sparsity = power.max(axis=1) / np.maximum(power.sum(axis=1), 1e-300)
+    valid = result.units["valid"]
+    ax = plots.plot_similarity_scatter(diag["norm"][valid], sparsity[valid], ax=ax, label="valid",
+                                       xlabel="unit norm |(U_d, V_d, W^d)|", ylabel="sparsity (dominant share)")
+    ax = plots.plot_similarity_scatter(diag["norm"][~valid], sparsity[~valid], ax=ax, label="not valid",
+                                       xlabel="unit norm |(U_d, V_d, W^d)|", ylabel="sparsity (dominant share)",
+                                       title="sparsity vs norm (every init)")
+    ax.axhline(result.config.sparsity_threshold, color="k", ls=":", lw=0.8)
+    return ax
+
+
 def write_modadd_outputs(result: ModularAdditionResult, out_dir: Path) -> list[Path]:
     figs = [plots.save(plot_confusion(result, "predicted"), out_dir / "confusion_predicted_from_init.png"),
             plots.save(plot_confusion(result, "truncated"), out_dir / "confusion_truncated_model.png"),
             plots.save(plot_power_history(result), out_dir / "power_share_over_training.png"),
-            plots.save(plot_gap_vs_agreement(result), out_dir / "agreement_vs_mode_gap.png")]
+            plots.save(plot_gap_vs_agreement(result), out_dir / "agreement_vs_mode_gap.png"),
+            plots.save(plot_unit_spectra(result), out_dir / "unit_spectra.png"),
+            plots.save(plot_frequency_matching(result), out_dir / "frequency_matching.png"),
+            plots.save(plot_phase_alignment(result), out_dir / "phase_alignment.png"),
+            plots.save(plot_sparsity_vs_norm(result), out_dir / "sparsity_vs_norm.png")]
     np.savez_compressed(out_dir / "arrays.npz", trained_power=result.trained_power,
                         power_history=result.power_history, times=result.times,
-                        **{f"unit_{k}": v for k, v in result.units.items()})
+                        **{f"unit_{k}": v for k, v in result.units.items()},
+                        **{f"trained_{k}": v for k, v in result.final_params.items()})
     return figs
 
 
@@ -302,6 +406,14 @@ def summary_lines(m: dict[str, Any]) -> list[str]:
         lines.append(f"{label} vs trained: {g['agreement']:.3f} [{g['ci_low']:.3f}, {g['ci_high']:.3f}] "
                      f"({g['hits']}/{g['n']}; chance {g['chance_marginal']:.3f}, uniform {a['chance_uniform']:.3f}, "
                      f"ceiling {g['ceiling']:g})")
+    t = m.get("trained_units")
+    if t:
+        coh = t["all"].get("phase_coherence")
+        lines.append(f"trained units: {100 * t['all']['matched_fraction']:.0f} % frequency-matched (U, V, W), "
+                     f"{100 * t['all']['high_sparsity_fraction']:.0f} % with all three sparsities > "
+                     f"{0.7:g}; phase coherence of the matched "
+                     f"{'n/a' if coh is None else f'{coh:.3f}'} (uniform null ~{t['phase_coherence_null'] or 0:.3f}, "
+                     f"ceiling 1)")
     g = a["predicted_vs_truncated"]
     lines.append(f"argmin s* vs truncated model: {g['agreement']:.3f} ({g['hits']}/{g['n']}); the same system solved "
                  "and integrated, so near 1 by construction: a check of the solver, not evidence")

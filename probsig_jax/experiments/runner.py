@@ -106,11 +106,16 @@ def _run_into(experiment: Experiment, config: Any, directory: Path, context: Run
     return summary, figures
 
 
+INLINE_NUMBER_ROWS = 200
+"""A multi-seed report lists every number inline up to this many rows; beyond, only in numbers_over_seeds.md."""
+
+
 def _aggregate_into(experiment: Experiment, config: Any, seeds: tuple[int, ...], per_seed: dict[int, Any],
                     directory: Path, shown: str, tic: float) -> tuple[list[str], list[Path]]:
     """The top of a multi-seed run: aggregated metrics, the curves over training with bands, the report."""
     from probsig_jax.analysis import plots
-    from probsig_jax.experiments.seeds import aggregate, seed_curves, seed_summary_lines, seed_table
+    from probsig_jax.experiments.seeds import (aggregate, seed_curves, seed_number_table, seed_summary_lines,
+                                               seed_table)
 
     aggregated = aggregate([per_seed[s] for s in seeds])
     metrics = {"experiment": experiment.name, "seeds": list(seeds), "aggregate": aggregated,
@@ -129,8 +134,14 @@ def _aggregate_into(experiment: Experiment, config: Any, seeds: tuple[int, ...],
     write_json(directory / "metrics.json", metrics)
     summary = seed_summary_lines(aggregated, seeds)
     table = seed_table(aggregated)
+    numbers = seed_number_table(aggregated)
+    write_text(directory / "numbers_over_seeds.md", f"# {experiment.title}: every number over {len(seeds)} seeds\n\n"
+               + (numbers or "(no numbers)") + "\n")
+    inline = numbers.count("\n") <= INLINE_NUMBER_ROWS
     body = [f"# {experiment.title} ({len(seeds)} seeds)", "", f"Command: `{shown}`", "", "## Summary", "",
             *[f"- {line}" for line in summary], "", "## Alignment over seeds", "", table or "(no comparisons)", "",
+            "## Every number over seeds", "",
+            numbers if inline else "See `numbers_over_seeds.md` (one row per number of `metrics.json`).", "",
             "## Figures", "", *[f"![{p.stem}]({p.name})" for p in figures], "",
             "Each seed's complete run (figures, report, metrics) is in `seed_<s>/`; `metrics.json` holds "
             "`per_seed` and `aggregate`.", ""]

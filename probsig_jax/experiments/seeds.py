@@ -110,6 +110,34 @@ def seed_summary_lines(aggregate_tree: dict[str, Any], seeds: Sequence[int]) -> 
     return lines
 
 
+def seed_number_rows(tree: Any, path: str = "") -> list[str]:
+    """Markdown rows ``| metric | mean | std | interval | n | values |`` for every number of an aggregated metrics
+    tree (the :func:`summarise` records; curves and strings are left out), in the tree's order."""
+    if isinstance(tree, dict):
+        if {"mean", "std", "ci_low", "ci_high", "n", "values"} <= set(tree):
+            if not isinstance(tree["mean"], float):
+                return [f"| {path} | - | - | - | {tree['n']} | - |"] if tree["n"] == 0 else []
+            values = ", ".join("nan" if v is None or not math.isfinite(v) else f"{v:.4g}" for v in tree["values"])
+            return [f"| {path} | {tree['mean']:.4g} | {tree['std']:.3g} | [{tree['ci_low']:.4g}, "
+                    f"{tree['ci_high']:.4g}] | {tree['n']} | {values} |"]
+        rows: list[str] = []
+        for key, value in tree.items():
+            rows += seed_number_rows(value, f"{path}.{key}" if path else str(key))
+        return rows
+    if isinstance(tree, list):
+        return [row for i, v in enumerate(tree) for row in seed_number_rows(v, f"{path}[{i}]")]
+    return []
+
+
+def seed_number_table(aggregate_tree: dict[str, Any]) -> str:
+    """Every number of a multi-seed run over seeds, one markdown row each ("" if there is none)."""
+    rows = seed_number_rows(aggregate_tree)
+    if not rows:
+        return ""
+    return "\n".join([f"| metric | mean over seeds | std | {CONFIDENCE:.0%} interval | seeds | per seed |",
+                      "|---|---|---|---|---|---|", *rows])
+
+
 def seed_table(aggregate_tree: dict[str, Any]) -> str:
     rows = seed_alignment_rows(aggregate_tree)
     if not rows:

@@ -47,9 +47,11 @@ class TrainConfig(Config):
         gradient ``lambda theta`` goes through the optimiser (as ``torch.optim.Adam(weight_decay=...)``; not
         AdamW's decoupled decay). For "gd" this is the flow ``d theta / dt = -grad loss - lambda theta``.
       schedule: "constant", or "warmup_cosine": linear warmup from 0 to ``learning_rate`` over
-        ``warmup_steps``, then cosine decay to ``final_learning_rate`` at ``steps``.
-      warmup_steps: length of the warmup (``schedule="warmup_cosine"`` only), < steps.
+        ``warmup_steps``, then cosine decay to ``final_learning_rate`` at ``schedule_steps``.
+      warmup_steps: length of the warmup (``schedule="warmup_cosine"`` only), < the schedule's horizon.
       final_learning_rate: end value of the cosine decay, in [0, learning_rate].
+      schedule_steps: horizon of the cosine decay; 0 (default) means ``steps``. A larger value trains only the
+        first ``steps`` of a longer schedule (e.g. the early epochs of a long run, at the rates that run had).
     """
 
     optimizer: Literal["gd", "sgd", "adam"] = "gd"
@@ -62,6 +64,7 @@ class TrainConfig(Config):
     schedule: Literal["constant", "warmup_cosine"] = "constant"
     warmup_steps: int = 0
     final_learning_rate: float = 0.0
+    schedule_steps: int = 0
 
     def _check(self) -> None:
         require(self.optimizer in ("gd", "sgd", "adam"), "optimizer",
@@ -76,10 +79,20 @@ class TrainConfig(Config):
         require_float(self.weight_decay, "weight_decay", minimum=0.0)
         require(self.schedule in ("constant", "warmup_cosine"), "schedule",
                 f"must be 'constant' or 'warmup_cosine', got {self.schedule!r}")
-        require_int(self.warmup_steps, "warmup_steps", minimum=0, maximum=self.steps - 1)
+        require_int(self.schedule_steps, "schedule_steps", minimum=0, maximum=MAX_STEPS)
+        require(self.schedule == "warmup_cosine" or self.schedule_steps == 0, "schedule_steps",
+                "is only used with schedule='warmup_cosine'; leave it 0")
+        require(self.schedule_steps == 0 or self.schedule_steps >= self.steps, "schedule_steps",
+                f"must be 0 (= steps) or at least steps={self.steps}, got {self.schedule_steps}")
+        require_int(self.warmup_steps, "warmup_steps", minimum=0, maximum=self.horizon - 1)
         require(self.schedule == "warmup_cosine" or self.warmup_steps == 0, "warmup_steps",
                 "is only used with schedule='warmup_cosine'; leave it 0")
         require_float(self.final_learning_rate, "final_learning_rate", minimum=0.0, maximum=self.learning_rate)
+
+    @property
+    def horizon(self) -> int:
+        """The step at which the cosine decay ends: ``schedule_steps``, or ``steps`` when it is 0."""
+        return self.schedule_steps or self.steps
 
 
 @dataclass(frozen=True)
@@ -106,7 +119,7 @@ def make_schedule(config: TrainConfig) -> optax.ScalarOrSchedule:
     if config.schedule == "constant":
         return config.learning_rate
     return optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=config.learning_rate,
-                                              warmup_steps=config.warmup_steps, decay_steps=config.steps,
+                                              warmup_steps=config.warmup_steps, decay_steps=config.horizon,
                                               end_value=config.final_learning_rate)
 
 
