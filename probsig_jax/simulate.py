@@ -65,7 +65,12 @@ def build_parser(commands: Sequence[str] | None = None) -> tuple[argparse.Argume
                        help="run once per seed (seed_<s>/) and report every number as mean, std and 95 %% "
                             "interval over the seeds (a --config of such a run reuses its seeds)")
         if commands is None or name in commands:
-            options[name] = add_config_options(p, get_experiment(name).config_class)
+            experiment = get_experiment(name)
+            if experiment.streams_metrics:
+                p.add_argument("--tensorboard", default=None, metavar="DIR",
+                               help="also write the training metrics as TensorBoard event files into DIR (needs "
+                                    "tensorboardX); the live metrics.jsonl is in .<out>.work/ while the run goes")
+            options[name] = add_config_options(p, experiment.config_class)
     return parser, options
 
 
@@ -176,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from probsig_jax.experiments.runner import run_experiment
 
             config = config_from_args(command, args, options[command])
-            run_experiment(command, config, out=args.out, quiet=args.quiet, seeds=_seeds_of(args))
+            run_experiment(command, config, out=args.out, quiet=args.quiet, seeds=_seeds_of(args),
+                           tensorboard=getattr(args, "tensorboard", None))
     except ConfigError as err:
         print(f"{parser.prog} {command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -166,6 +166,10 @@ def test_cli_subcommands_are_exactly_the_registry():
     assert _subcommands(parser) == set(REGISTRY) == set(options)
     for name in REGISTRY:
         assert get_experiment(name).name == name
+    # --tensorboard exactly where the experiment streams its training metrics
+    sub = next(a for a in parser._actions if a.dest == "command")
+    with_tb = {n for n, p in sub.choices.items() if any("--tensorboard" in a.option_strings for a in p._actions)}
+    assert with_tb == {n for n in REGISTRY if get_experiment(n).streams_metrics} == {"llm"}
 
 
 TOY_MODULE = '''

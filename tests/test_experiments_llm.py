@@ -52,8 +52,19 @@ def small_config(corpus_dir, cache_dir, steps: int = 12) -> LLMExperimentConfig:
 
 def test_run_llm_reports_every_metric_and_alignment_over_training(tmp_path):
     corpus = write_corpus(tmp_path / "corpus")
-    result = run_llm(small_config(corpus, tmp_path / "cache"), quiet=True)
+    result = run_llm(small_config(corpus, tmp_path / "cache"), quiet=True, metrics_jsonl=tmp_path / "live.jsonl",
+                     tensorboard_dir=tmp_path / "tb")
     m = result.metrics
+    # the live stream: every step and every evaluation, in JSON lines and in TensorBoard
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from probsig_jax.training.metrics_log import read_metrics_jsonl
+    streamed = read_metrics_jsonl(tmp_path / "live.jsonl")
+    assert [r["loss"] for r in streamed if r["kind"] == "train"] == result.training.history["loss"]
+    assert [r["eval_loss"] for r in streamed if r["kind"] == "eval"] == [e["eval_loss"] for e in m["evals"]]
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx(result.training.history["loss"], rel=1e-6)
     assert m["vocabulary"]["model_vocab"] < 200 and m["model"]["vocab_size"] == m["vocabulary"]["model_vocab"]
     assert m["final_eval_loss"] < m["initial_eval_loss"]
     assert set(m["token_sets"]) == {"top", "digits"}
@@ -113,11 +124,22 @@ def test_simulate_llm_writes_a_complete_run_and_resumes_after_an_interruption(tm
                  "model/model.safetensors", "model/vocab_map.json"):
         assert (out / name).is_file(), name
 
-    # an uninterrupted run gives the same curve
+    # the live stream was continued across the interruption and lands in the run directory
+    from probsig_jax.training.metrics_log import read_metrics_jsonl
+    streamed = read_metrics_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in streamed if r["kind"] == "train"] == list(range(12))
+    assert [r["step"] for r in streamed if r["kind"] == "eval"] == [0, 4, 8, 12]
+
+    # an uninterrupted run gives the same curve; --tensorboard writes its scalars
     out2 = tmp_path / "e4b"
-    assert simulate.main([a if a != str(out) else str(out2) for a in args]) == 0
+    assert simulate.main([a if a != str(out) else str(out2) for a in args] + ["--tensorboard", str(tmp_path / "tb")]) == 0
     again = json.loads((out2 / "metrics.json").read_text())
     assert [e["eval_loss"] for e in again["evals"]] == [e["eval_loss"] for e in metrics["evals"]]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("eval/eval_loss")] == [0, 4, 8, 12]
+    assert [e.value for e in acc.Scalars("eval/eval_loss")] == pytest.approx([e["eval_loss"] for e in again["evals"]])
 
     # E5 reads the trained model back (compact vocabulary through vocab_map.json)
     out5 = tmp_path / "e5"

@@ -89,8 +89,13 @@ def test_training_reduces_loss_and_calls_the_hook():
 
 
 def test_interrupted_and_resumed_run_reproduces_the_uninterrupted_curve(tmp_path):
+    """... and so does the live metrics stream: the interrupted run's lines past its checkpoint are dropped on
+    resume, so the resumed stream equals the uninterrupted one (timestamps aside)."""
+    from probsig_jax.training.metrics_log import read_metrics_jsonl
+
     run, train, tw, ew = _setup(steps=8)
-    full = train_language_model(qwen2(TINY), train, run, tw, ew, checkpoint_dir=tmp_path / "full", quiet=True)
+    full = train_language_model(qwen2(TINY), train, run, tw, ew, checkpoint_dir=tmp_path / "full", quiet=True,
+                                metrics_jsonl=tmp_path / "full.jsonl")
 
     def interrupt_at_6(step, model):
         if step == 6:
@@ -99,10 +104,18 @@ def test_interrupted_and_resumed_run_reproduces_the_uninterrupted_curve(tmp_path
 
     with pytest.raises(KeyboardInterrupt):
         train_language_model(qwen2(TINY), train, run, tw, ew, checkpoint_dir=tmp_path / "cut", evaluate=interrupt_at_6,
-                             quiet=True)
-    resumed = train_language_model(qwen2(TINY), train, run, tw, ew, checkpoint_dir=tmp_path / "cut", quiet=True)
+                             quiet=True, metrics_jsonl=tmp_path / "cut.jsonl")
+    cut = read_metrics_jsonl(tmp_path / "cut.jsonl")
+    assert max(r["step"] for r in cut if r["kind"] == "train") == 5       # steps 4 and 5 ran past the checkpoint
+    resumed = train_language_model(qwen2(TINY), train, run, tw, ew, checkpoint_dir=tmp_path / "cut", quiet=True,
+                                   metrics_jsonl=tmp_path / "cut.jsonl")
     assert resumed.resumed_from == 4
     assert resumed.history == full.history                     # exactly the same curve, every step
+    untimed = lambda records: [{k: v for k, v in r.items() if k != "time"} for r in records]  # noqa: E731
+    streamed = untimed(read_metrics_jsonl(tmp_path / "cut.jsonl"))
+    assert streamed == untimed(read_metrics_jsonl(tmp_path / "full.jsonl"))
+    assert [r["loss"] for r in streamed if r["kind"] == "train"] == full.history["loss"]
+    assert [r["step"] for r in streamed if r["kind"] == "eval"] == [e["step"] for e in full.evals]
     assert [e["eval_loss"] for e in resumed.evals] == [e["eval_loss"] for e in full.evals]
     np.testing.assert_array_equal(np.asarray(resumed.model.input_embeddings()),
                                   np.asarray(full.model.input_embeddings()))

@@ -74,13 +74,16 @@ class RunContext:
       out: the run directory being written (it exists only once the run is complete).
       quiet: no progress bars.
       work_dir: a directory beside ``out`` that survives an interrupted run and is removed when the run
-        completes (e.g. training checkpoints, so the same command resumes); ``None`` for a run with no
-        run directory.
+        completes (e.g. training checkpoints, so the same command resumes, and the live ``metrics.jsonl``);
+        ``None`` for a run with no run directory.
+      tensorboard_dir: where a training experiment writes TensorBoard event files (``--tensorboard``); None for
+        none.
     """
 
     out: Path | None = None
     quiet: bool = False
     work_dir: Path | None = None
+    tensorboard_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ class Experiment:
         anything else the experiment keeps) written into the run directory.
       summary: ``metrics -> lines`` printed after the run and listed in ``report.md``.
       notes: ``metrics -> lines`` appended to ``report.md`` (optional).
+      streams_metrics: the experiment trains and streams its metrics while it runs (``metrics.jsonl`` in the
+        work directory, TensorBoard with ``--tensorboard``).
     """
 
     name: str
@@ -106,6 +111,7 @@ class Experiment:
     write_outputs: Callable[[Any, Path], list[Path]]
     summary: Callable[[dict[str, Any]], list[str]]
     notes: Callable[[dict[str, Any]], list[str]] | None = None
+    streams_metrics: bool = False
 
 
 def get_experiment(name: str) -> Experiment:

@@ -9,6 +9,7 @@ alignment metrics of the input embeddings and unembeddings measured at every eva
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from probsig_jax.models.qwen2 import PRESETS as MODEL_PRESETS
 from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM, save_pretrained
 from probsig_jax.runs import to_jsonable
 from probsig_jax.training.lm_loop import LMRunConfig, LMTrainingResult, train_language_model
+from probsig_jax.training.metrics_log import JSONL_NAME
 from probsig_jax.training.lm_optimizer import LMTrainConfig
 from probsig_jax.training.token_windows import TokenWindows, split_stream
 from probsig_jax.validation import require, require_float, require_int, require_seed
@@ -112,6 +114,7 @@ class LLMResult:
     final_weights: dict[str, np.ndarray]        # "embedding" W_E, "unembedding" W_U, (V, H)
     model_config: Qwen2Config
     vocab_map: VocabularyMap
+    metrics_jsonl: Path | None = None           # the live stream of the training metrics, copied into the run
 
     def digit_snapshots(self) -> list[tuple[int, np.ndarray]]:
         """``(step, (10, H) digit input embeddings)`` at every evaluation (kept in the checkpoints' records,
@@ -119,9 +122,11 @@ class LLMResult:
         return [(e["step"], np.asarray(e[DIGIT_SNAPSHOT_KEY])) for e in self.training.evals if DIGIT_SNAPSHOT_KEY in e]
 
 
-def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = None, quiet: bool = False
-            ) -> LLMResult:
-    """Run E4 (see the module docstring). ``checkpoint_dir`` makes the training resumable."""
+def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = None, quiet: bool = False,
+            metrics_jsonl: str | Path | None = None, tensorboard_dir: str | Path | None = None) -> LLMResult:
+    """Run E4 (see the module docstring). ``checkpoint_dir`` makes the training resumable; ``metrics_jsonl`` and
+    ``tensorboard_dir`` stream the training metrics while it runs
+    (:class:`~probsig_jax.training.metrics_log.MetricsLog`)."""
     config = config.resolved().validate()
     tic = time.perf_counter()
     tokenizer = load_tokenizer(config.tokenizer)
@@ -159,7 +164,8 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
                                     TokenWindows(train_ids, config.run.seq_len),
                                     TokenWindows(eval_ids, config.run.seq_len),
                                     run_record={"model": model_config, "experiment": resume_record(config)},
-                                    checkpoint_dir=checkpoint_dir, evaluate=evaluate, quiet=quiet)
+                                    checkpoint_dir=checkpoint_dir, evaluate=evaluate, quiet=quiet,
+                                    metrics_jsonl=metrics_jsonl, tensorboard_dir=tensorboard_dir)
     train_s = time.perf_counter() - tic
 
     final_weights = model_weights(training.model)
@@ -185,7 +191,8 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
         "token_sets": alignment.metrics(final_weights, "trained"),
         "timing_s": {"tokenize_and_map": prepare_s, "signatures_and_theory": analysis_s, "train": train_s},
     }
-    return LLMResult(config, metrics, training, alignment, final_weights, model_config, vocab_map)
+    return LLMResult(config, metrics, training, alignment, final_weights, model_config, vocab_map,
+                     None if metrics_jsonl is None else Path(metrics_jsonl))
 
 
 RESUME_IGNORED = ("cache_dir", "num_workers")
@@ -260,6 +267,8 @@ def write_llm_outputs(result: LLMResult, out: Path) -> list[Path]:
             title="digit input embeddings (PCA of the final embeddings)"), out / "digits_pca.png"))
     save_alignment_arrays(out / "arrays.npz", result.alignment, result.final_weights,
                           train_loss=np.asarray(history["loss"]))
+    if result.metrics_jsonl is not None and result.metrics_jsonl.is_file():
+        shutil.copyfile(result.metrics_jsonl, out / JSONL_NAME)
     save_pretrained(result.training.model, result.model_config, out / "model")
     result.vocab_map.save(out / "model" / "vocab_map.json")
     return figures
@@ -273,5 +282,7 @@ def notes(metrics: dict[str, Any]) -> list[str]:
 EXPERIMENT = Experiment(
     name="llm", title="E4: Qwen2.5-architecture model trained on a corpus, embeddings vs probability signatures",
     config_class=LLMExperimentConfig,
-    run=lambda config, ctx: run_llm(config, checkpoint_dir=ctx.work_dir, quiet=ctx.quiet),
-    write_outputs=write_llm_outputs, summary=corpus_summary_lines, notes=notes)
+    run=lambda config, ctx: run_llm(config, checkpoint_dir=ctx.work_dir, quiet=ctx.quiet,
+                                    metrics_jsonl=None if ctx.work_dir is None else ctx.work_dir / JSONL_NAME,
+                                    tensorboard_dir=ctx.tensorboard_dir),
+    write_outputs=write_llm_outputs, summary=corpus_summary_lines, notes=notes, streams_metrics=True)

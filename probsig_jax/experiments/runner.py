@@ -52,11 +52,14 @@ def prepare_config(experiment: Experiment, config: Any | None):
 
 
 def run_experiment(name: str, config: Any | None = None, *, out: str | Path | None = None, quiet: bool = False,
-                   command: str | None = None, seeds: Any = None) -> Path:
+                   command: str | None = None, seeds: Any = None, tensorboard: str | Path | None = None) -> Path:
     """Run experiment ``name`` with ``config`` into the run directory ``out`` (default ``runs/<UTC time>``,
     which must not exist) and return its path. ``command`` is recorded in ``report.md`` (default: this
     process's command line). ``seeds`` (e.g. ``(0, 1, 2, 3, 4)``): one run per seed in ``seed_<s>/`` and the
-    numbers aggregated over seeds at the top (:mod:`probsig_jax.experiments.seeds`)."""
+    numbers aggregated over seeds at the top (:mod:`probsig_jax.experiments.seeds`). ``tensorboard``: a directory
+    for the TensorBoard event files of the experiments that train (one subdirectory ``seed_<s>`` per seed); their
+    live ``metrics.jsonl`` is in the work directory ``.<out>.work/`` while the run goes, and in the run directory
+    afterwards."""
     experiment = get_experiment(name)
     config = prepare_config(experiment, config)
     if seeds is not None:
@@ -68,19 +71,23 @@ def run_experiment(name: str, config: Any | None = None, *, out: str | Path | No
     out = Path(out) if out is not None else default_run_dir()
     work_dir = work_dir_for(out)
     shown = command or "python -m probsig_jax.simulate " + " ".join(sys.argv[1:])
+    if tensorboard is not None and str(tensorboard).strip() == "":
+        raise ConfigError("tensorboard", "must be a directory path, got an empty string")
+    tb = Path(tensorboard) if tensorboard is not None else None
     tic = time.perf_counter()
     # Once the run is in place nothing is left to resume: the work directory goes (under the run lock).
     with atomic_run_dir(out, after_complete=lambda: shutil.rmtree(work_dir, ignore_errors=True)) as tmp, \
             _drop_empty_work_dir(work_dir):
         if seeds is None:
-            summary, figures = _run_into(experiment, config, tmp, RunContext(out=out, quiet=quiet, work_dir=work_dir),
-                                         shown, tic)
+            summary, figures = _run_into(experiment, config, tmp, RunContext(out=out, quiet=quiet, work_dir=work_dir,
+                                                                              tensorboard_dir=tb), shown, tic)
         else:
             per_seed = {}
             for seed, seed_config in zip(seeds, configs):
                 sub = tmp / f"seed_{seed}"
                 sub.mkdir()
-                context = RunContext(out=out / sub.name, quiet=quiet, work_dir=work_dir / sub.name)
+                context = RunContext(out=out / sub.name, quiet=quiet, work_dir=work_dir / sub.name,
+                                     tensorboard_dir=None if tb is None else tb / sub.name)
                 _run_into(experiment, seed_config, sub, context, shown, time.perf_counter())
                 per_seed[seed] = json.loads((sub / "metrics.json").read_text())
             summary, figures = _aggregate_into(experiment, config, seeds, per_seed, tmp, shown, tic)

@@ -32,6 +32,7 @@ from probsig_jax.training.checkpoints import TrainCheckpointer
 from probsig_jax.training.divergence import TrainingDiverged
 from probsig_jax.training.lm_optimizer import LMTrainConfig, make_lm_optimizer, make_lm_schedule
 from probsig_jax.training.losses import next_token_loss
+from probsig_jax.training.metrics_log import MetricsLog
 from probsig_jax.training.sharded_step import apply_prefix, init_sharded_model, make_sharded_train_step
 from probsig_jax.training.sharding import batch_sharding, init_opt_state, make_mesh, opt_state_shardings
 from probsig_jax.training.token_windows import TokenWindows
@@ -138,6 +139,8 @@ def train_language_model(
     evaluate: Callable[[int, nnx.Module], dict[str, Any]] | None = None,
     mesh: Mesh | None = None,
     init_on_host: bool = False,
+    metrics_jsonl: str | Path | None = None,
+    tensorboard_dir: str | Path | None = None,
     quiet: bool = False,
 ) -> LMTrainingResult:
     """Train ``make_model(nnx.Rngs(train.seed))`` for ``train.total_steps`` steps of next-token prediction.
@@ -149,7 +152,9 @@ def train_language_model(
     metrics (host values). ``checkpoint_dir``: see the module docstring; an existing checkpoint of another
     configuration is an error (``ConfigError`` on ``checkpoint_dir``). Raises :class:`TrainingDiverged` on a
     non-finite loss. ``init_on_host``: build the initial weights on the host CPU instead of jit-compiling
-    the initialiser (see :func:`~probsig_jax.training.sharded_step.init_sharded_model`).
+    the initialiser (see :func:`~probsig_jax.training.sharded_step.init_sharded_model`). ``metrics_jsonl`` /
+    ``tensorboard_dir``: stream every step's loss, gradient norm and rate, and every evaluation's numbers, as they
+    are produced (:class:`~probsig_jax.training.metrics_log.MetricsLog`; a resumed run continues the stream).
     """
     train, run = train.validate(), run.validate()
     require(train_windows.seq_len == run.seq_len, "seq_len",
@@ -192,6 +197,9 @@ def train_language_model(
     def current_model():
         return nnx.merge(graphdef, params, rest)
 
+    live = (MetricsLog(metrics_jsonl, tensorboard_dir, start_step=start)
+            if metrics_jsonl is not None or tensorboard_dir is not None else None)
+
     def run_eval(step: int) -> None:
         record: dict[str, Any] = {"step": step}
         if eval_sets:
@@ -200,6 +208,8 @@ def train_language_model(
         if evaluate is not None:
             record.update(evaluate(step, current_model()))
         evals.append(record)
+        if live is not None:
+            live.write("eval", step, record)
 
     def save(step: int) -> None:
         if checkpointer is not None:
@@ -218,6 +228,8 @@ def train_language_model(
             loss, grad_norm, lr = (float(metrics[k]) for k in ("loss", "grad_norm", "lr"))
             for key, value in (("step", step), ("loss", loss), ("grad_norm", grad_norm), ("lr", lr)):
                 history[key].append(value)
+            if live is not None:
+                live.write("train", step, {"loss": loss, "grad_norm": grad_norm, "lr": lr})
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 last = checkpointer.latest_step() if checkpointer is not None else None
                 where = f"; the last good checkpoint is step {last} in {checkpointer.directory}" if last is not None \
@@ -236,6 +248,8 @@ def train_language_model(
         bar.close()
         if checkpointer is not None:
             checkpointer.close()
+        if live is not None:
+            live.close()
     return LMTrainingResult(model=current_model(), history=history, evals=evals, resumed_from=resumed_from,
                             checkpoint_dir=None if checkpointer is None else checkpointer.directory)
 
