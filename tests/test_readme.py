@@ -50,6 +50,6 @@ def test_readme_llm_options_exist():
     mentioned = set(re.findall(r"(--[a-z][a-z0-9-]+)", section))
     parser, _ = simulate.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    commands = ("llm", "pretrained", "modadd", "modadd-gradients", "modadd-regimes", "modadd-noise")
+    commands = ("llm", "pretrained", "ladder", "modadd", "modadd-gradients", "modadd-regimes", "modadd-noise")
     known = {opt for name in commands for a in sub.choices[name]._actions for opt in a.option_strings}
     assert mentioned and mentioned <= known, sorted(mentioned - known)

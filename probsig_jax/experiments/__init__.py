@@ -45,6 +45,9 @@ REGISTRY: dict[str, RegistryEntry] = {
     "llm": RegistryEntry("probsig_jax.experiments.llm",
                          "E4: Qwen2.5-architecture model trained from scratch on a corpus (default: the embedded "
                          "Python stdlib); embedding vs signature alignment over training"),
+    "ladder": RegistryEntry("probsig_jax.experiments.ladder",
+                            "E4 ladder (a, b): the exact bigram model over the corpus's top-K tokens, gradient descent "
+                            "vs the closed form, Adam vs the gradient-flow and sign-descent predictions"),
     "modadd": RegistryEntry("probsig_jax.experiments.modadd",
                             "E6: modular addition; each hidden unit's Fourier frequency predicted from the "
                             "initialisation (argmin of the modes' blow-up times) and by the truncated model, against "

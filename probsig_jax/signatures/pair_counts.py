@@ -107,6 +107,27 @@ class CorpusPairCounts:
         return SignatureCounts(joint, self.label_counts.astype(np.float64), float(self.num_positions), self.window)
 
 
+    def pooled(self, tokens: Sequence[int] | np.ndarray) -> SignatureCounts:
+        """The counts over a top-``K`` vocabulary with every other token pooled into one class, on both sides:
+        :class:`SignatureCounts` with ``V = F = K + 1`` (ids ``0..K-1`` are ``tokens`` in order, ``K`` is "other"),
+        ``joint[y, s]`` the pair counts of the pooled ids, total weight ``num_positions`` and ``seq_len`` 1.
+
+        This is the exact data of a bigram model over the pooled vocabulary (``window`` must be 1): its full-batch
+        loss is a sum over the ``(K + 1)^2`` cells, whatever the corpus length. ``tokens``: distinct ids.
+        """
+        require(self.window == 1, "window", f"pooled bigram counts need window 1, got {self.window}")
+        ids = check_token_ids(self, tokens)
+        require(len(np.unique(ids)) == len(ids), "tokens", "must be distinct")
+        K = len(ids)
+        pool = np.full(self.vocab_size, K, dtype=np.int64)
+        pool[ids] = np.arange(K)
+        coo = self.counts.tocoo()
+        joint = np.zeros((K + 1, K + 1))
+        np.add.at(joint, (pool[coo.col], pool[coo.row]), coo.data.astype(np.float64))
+        labels = np.bincount(pool, weights=self.label_counts.astype(np.float64), minlength=K + 1)
+        return SignatureCounts(joint, labels, float(self.num_positions), 1)
+
+
 def check_token_ids(pc: CorpusPairCounts, tokens) -> np.ndarray:
     """``tokens`` as a non-empty 1-D int64 array of ids in ``[0, V)``, else ``ConfigError("tokens", ...)``."""
     arr = np.asarray(tokens)

@@ -1,4 +1,5 @@
-"""Losses of every training loop: next-token prediction (language models) and weighted cross-entropy (data sets of (x, y) pairs)."""
+"""Losses of every training loop: next-token prediction (language models), weighted cross-entropy (data sets of
+(x, y) pairs) and its count-matrix form (single-token inputs given as their pair counts)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,12 @@ def weighted_cross_entropy(logits_NxV: jax.Array, labels_N: jax.Array, weights_N
     distribution given as unique rows and their probabilities)."""
     nll_N = optax.softmax_cross_entropy_with_integer_labels(logits_NxV, labels_N)
     return jnp.sum(weights_N * nll_N) / jnp.sum(weights_N)
+
+
+def count_cross_entropy(logits_FxV: jax.Array, joint_VxF: jax.Array, total_weight) -> jax.Array:
+    """``-sum_{y, s} N[y, s] log softmax(z_s)_y / total``: the cross-entropy of a single-token-input model from the
+    count matrix of its data (``joint`` of :class:`~probsig_jax.signatures.SignatureCounts`), given the logits of
+    every input token ``s`` (row ``s`` of ``logits``). Equal to :func:`weighted_cross_entropy` over the
+    ``(y, s)`` cells as rows weighted by their counts, at the cost of ``F`` forward passes instead of ``F V``."""
+    logp_FxV = jax.nn.log_softmax(logits_FxV, axis=-1)
+    return -jnp.sum(joint_VxF.T * logp_FxV) / total_weight

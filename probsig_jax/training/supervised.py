@@ -26,8 +26,9 @@ from flax import nnx
 from probsig_jax.config_base import Config
 from probsig_jax.data.dataset import Dataset
 from probsig_jax.progress import progress_bar
+from probsig_jax.signatures.dense import SignatureCounts
 from probsig_jax.training.divergence import TrainingDiverged
-from probsig_jax.training.losses import weighted_cross_entropy
+from probsig_jax.training.losses import count_cross_entropy, weighted_cross_entropy
 from probsig_jax.validation import MAX_STEPS, ConfigError, require, require_float, require_int, require_seed
 
 
@@ -149,10 +150,36 @@ class TrainStep(NamedTuple):
     optimizer: optax.GradientTransformation
 
 
-def make_train_step(graphdef: nnx.GraphDef, dataset: Dataset, config: TrainConfig, dtype) -> TrainStep:
+def _count_train_step(graphdef: nnx.GraphDef, counts: SignatureCounts, config: TrainConfig, dtype) -> TrainStep:
+    require(counts.seq_len == 1, "data", f"count-matrix training needs single-token inputs, got seq_len "
+                                         f"{counts.seq_len}")
+    require(config.batch_size == 0, "batch_size", "count-matrix data trains full batch: use 0")
+    inputs = jnp.arange(counts.num_features, dtype=jnp.int32)[:, None]
+    joint = jnp.asarray(counts.joint, dtype=dtype)
+    total = float(counts.total_weight)
+    tx = make_optimizer(config)
+
+    def loss(state):
+        return count_cross_entropy(nnx.merge(graphdef, state)(inputs), joint, total)
+
+    def step(state, opt_state, key):
+        grads = jax.grad(loss)(state)
+        updates, opt_state = tx.update(grads, opt_state, state)
+        return optax.apply_updates(state, updates), opt_state, key
+
+    return TrainStep(step, loss, tx)
+
+
+def make_train_step(graphdef: nnx.GraphDef, dataset: Dataset | SignatureCounts, config: TrainConfig, dtype
+                    ) -> TrainStep:
     """The step and loss of :func:`train` for a model split as ``graphdef, state = nnx.split(model)``;
-    ``dtype`` is the parameters' dtype (the sample weights are cast to it)."""
+    ``dtype`` is the parameters' dtype (the sample weights are cast to it). ``dataset`` may also be the count
+    matrix of single-token data (:class:`~probsig_jax.signatures.SignatureCounts` with ``seq_len`` 1, e.g. a
+    corpus's pooled bigram counts): the loss is then :func:`~probsig_jax.training.losses.count_cross_entropy`,
+    one forward pass per input token, full batch."""
     config = config.validate()
+    if isinstance(dataset, SignatureCounts):
+        return _count_train_step(graphdef, dataset, config, dtype)
     inputs = jnp.asarray(dataset.inputs)
     labels = jnp.asarray(dataset.labels)
     weights = jnp.asarray(dataset.sample_weights(), dtype=dtype)
@@ -179,17 +206,21 @@ def make_train_step(graphdef: nnx.GraphDef, dataset: Dataset, config: TrainConfi
     return TrainStep(step, loss, tx)
 
 
-def train(model: nnx.Module, dataset: Dataset, config: TrainConfig, *,
+def train(model: nnx.Module, dataset: Dataset | SignatureCounts, config: TrainConfig, *,
           record: Callable[[nnx.Module], dict[str, jax.Array]] | None = None,
           quiet: bool = False, description: str = "train") -> TrainResult:
     """Train ``model`` on ``dataset`` and record ``record(model)`` every ``record_every`` steps.
+
+    ``dataset`` is a :class:`Dataset` of rows, or the count matrix of single-token data
+    (:class:`~probsig_jax.signatures.SignatureCounts`, full batch; see :func:`make_train_step`).
 
     The model is not modified; the trained state is returned in the result.
     ``record`` defaults to ``model.weights()``. Raises :class:`TrainingDiverged` when the loss stops being
     finite.
     """
     config = config.validate()
-    require(dataset.num_samples > 0, "dataset", "is empty")
+    if not isinstance(dataset, SignatureCounts):
+        require(dataset.num_samples > 0, "dataset", "is empty")
     model_vocab = getattr(model, "vocab_size", None)
     if isinstance(model_vocab, (int, np.integer)):
         # Labels >= the model's vocabulary would index past the logits (silently wrong inside jit).
@@ -251,7 +282,12 @@ def data_loss(model: nnx.Module, dataset: Dataset) -> float:
     return float(weighted_cross_entropy(logits, jnp.asarray(dataset.labels), w))
 
 
-def check_dataset_fits(model_vocab: int, dataset: Dataset) -> None:
-    """Raise ConfigError if the data set's vocabulary exceeds the model's."""
+def check_dataset_fits(model_vocab: int, dataset: Dataset | SignatureCounts) -> None:
+    """Raise ConfigError if the data set's vocabulary (for counts: labels or input tokens) exceeds the model's."""
+    if isinstance(dataset, SignatureCounts):
+        if max(dataset.vocab_size, dataset.num_features) > model_vocab:
+            raise ConfigError("vocab_size", f"model vocabulary {model_vocab} < the counts' "
+                                            f"{max(dataset.vocab_size, dataset.num_features)} tokens")
+        return
     if dataset.vocab_size > model_vocab:
         raise ConfigError("vocab_size", f"model vocabulary {model_vocab} < data set vocabulary {dataset.vocab_size}")
