@@ -1,0 +1,111 @@
+"""Corpus edits change exactly the counts they should (and no others), move phi_next as expected, and are
+deterministic by seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from probsig_jax.corpus.edits import CorpusEdit, apply_corpus_edit
+from probsig_jax.validation import ConfigError
+
+V = 60
+
+
+def stream(n=60_000, seed=0):
+    """A Markov chain with token-specific successor distributions (so phi_next differ between tokens)."""
+    rng = np.random.default_rng(seed)
+    P = rng.dirichlet(np.full(V, 0.3), size=V)
+    out = np.empty(n, np.int64)
+    out[0] = 0
+    u = rng.random(n)
+    cum = np.cumsum(P, axis=1)
+    for i in range(1, n):
+        out[i] = min(int(np.searchsorted(cum[out[i - 1]], u[i])), V - 1)
+    return out.astype(np.uint32)
+
+
+def counts(s):
+    N = np.zeros((V, V))
+    np.add.at(N, (s[:-1].astype(np.int64), s[1:].astype(np.int64)), 1)
+    return N
+
+
+@pytest.fixture(scope="module")
+def base():
+    return stream()
+
+
+def _phi(N, t):
+    return N[t] / N[t].sum()
+
+
+@pytest.mark.parametrize("f", [0.3, 1.0])
+def test_transplant_moves_phi_next_of_a_toward_b_and_touches_only_what_it_must(base, f):
+    A, B = 3, 7
+    res = apply_corpus_edit(base, CorpusEdit("transplant", (A, B), fraction=f, seed=1))
+    N0, N1 = counts(base), counts(res.tokens)
+    edited = res.details["per_token"][A]
+    share = edited["edited"] / N0[A].sum()
+    expected = (1 - share) * _phi(N0, A) + share * _phi(N0, B)
+    tv = 0.5 * np.abs(_phi(N1, A) - expected).sum()
+    assert tv < 3 * np.sqrt(V / N0[A].sum()), tv                 # multinomial noise of the draws
+    assert 0.5 * np.abs(_phi(N1, A) - _phi(N0, B)).sum() < 0.5 * np.abs(_phi(N0, A) - _phi(N0, B)).sum()
+    # only A's row and the rows of the replaced / new successors (as contexts of the next position) change
+    touched = {A} | set(base[res.positions].tolist()) | set(res.tokens[res.positions].tolist())
+    untouched = [t for t in range(V) if t not in touched]
+    np.testing.assert_array_equal(N1[untouched], N0[untouched])
+    assert np.array_equal(res.tokens != base, np.isin(np.arange(base.size), res.positions) & (res.tokens != base))
+    assert res.tokens.dtype == base.dtype and res.affected.tolist() == [A]
+    assert round(f * edited["occurrences"]) == edited["edited"] == res.positions.size
+
+
+def test_planted_cluster_shares_one_successor_distribution(base):
+    cluster = (5, 11, 19, 23)
+    res = apply_corpus_edit(base, CorpusEdit("cluster", cluster, fraction=1.0, targets=6, seed=2))
+    targets = res.details["cluster_targets"]
+    assert len(targets) == 6 and not set(targets) & set(cluster)
+    N1 = counts(res.tokens)
+    for t in cluster:
+        per = res.details["per_token"][t]
+        on_targets = N1[t, targets].sum() / N1[t].sum()
+        # every edited successor is a target; only the skipped positions (successor an edited context, or the end)
+        # keep their old successor, and those may also hit a target by chance
+        assert on_targets >= per["edited"] / N1[t].sum() - 1e-12
+        assert on_targets > 0.8
+    cos = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)  # noqa: E731
+    before, after = counts(base), N1
+    assert min(cos(after[a], after[b]) for a in cluster for b in cluster if a < b) > 0.9 > \
+        max(cos(before[a], before[b]) for a in cluster for b in cluster if a < b)
+
+
+def test_swap_exchanges_identities_in_the_last_part_only(base):
+    A, B = 2, 9
+    res = apply_corpus_edit(base, CorpusEdit("swap", (A, B), fraction=0.5))
+    start = res.details["swap_start"]
+    np.testing.assert_array_equal(res.tokens[:start], base[:start])
+    tail, orig = res.tokens[start:], base[start:]
+    np.testing.assert_array_equal(tail[orig == A], B)
+    np.testing.assert_array_equal(tail[orig == B], A)
+    other = (orig != A) & (orig != B)
+    np.testing.assert_array_equal(tail[other], orig[other])
+
+
+def test_edits_are_deterministic_by_seed_and_fraction_zero_is_identity(base):
+    e = CorpusEdit("transplant", (3, 7), fraction=0.5, seed=4)
+    np.testing.assert_array_equal(apply_corpus_edit(base, e).tokens, apply_corpus_edit(base, e).tokens)
+    assert not np.array_equal(apply_corpus_edit(base, e).tokens, apply_corpus_edit(base, e.replace(seed=5)).tokens)
+    np.testing.assert_array_equal(apply_corpus_edit(base, e.replace(fraction=0.0)).tokens, base)
+    record = apply_corpus_edit(base, e).record()
+    assert record["description"].startswith("transplant") and record["affected_tokens"] == [3]
+
+
+@pytest.mark.parametrize("edit, field", [
+    (CorpusEdit("transplant", (3,)), "tokens"), (CorpusEdit("swap", (3, 3)), "tokens"),
+    (CorpusEdit("cluster", (4,)), "tokens"), (CorpusEdit("transplant", (3, 7), fraction=1.5), "fraction"),
+    (CorpusEdit("rename", (3, 7)), "kind"), (CorpusEdit("transplant", (3, 999)), "tokens"),
+])
+def test_bad_edits_name_the_field(base, edit, field):
+    with pytest.raises(ConfigError) as err:
+        apply_corpus_edit(base, edit)
+    assert err.value.field == field
