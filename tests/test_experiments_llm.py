@@ -257,3 +257,36 @@ def test_side_specificity_and_predictors_are_reported(tmp_path):
         assert block["predictors"]["W_E"]["best"] in block["predictors"]["W_E"]["predictors"]
         t = block["trained"]["embedding_vs_signature"]
         assert t["chance_topk_overlap"] <= t["ceiling_topk_overlap"] and "pearson_p" in t
+
+
+def test_an_edit_is_applied_before_counting_and_recorded(tmp_path):
+    """``--edit-*``: the stream is edited before the counts (the signatures see it) and the run records the edit;
+    a transplant moves the edited token's next-token signature toward the source's."""
+    from probsig_jax.corpus import load_tokenizer
+    from probsig_jax.corpus.edits import CorpusEdit
+
+    corpus = write_corpus(tmp_path / "corpus")
+    tok = load_tokenizer("qwen2.5")
+    cat, dog = tok.encode(" cat")[0], tok.encode(" dog")[0]
+    base_cfg = small_config(corpus, tmp_path / "cache", steps=3)
+    edit = CorpusEdit("transplant", (cat, dog), fraction=1.0, seed=0)
+    edited = run_llm(base_cfg.replace(edit=edit), quiet=True)
+    record = edited.metrics["edit"]
+    assert record["description"].startswith("transplant") and record["affected_tokens"] == [cat]
+    assert record["per_token"][cat]["edited"] == record["edited_positions"] > 0
+    assert LLMExperimentConfig().edit.describe() == "no edit"
+
+    from probsig_jax.corpus import tokenize_corpus
+    from probsig_jax.signatures.corpus import count_context_pairs
+    stream = np.asarray(tokenize_corpus(base_cfg.corpus, tok, base_cfg.cache_dir, quiet=True).tokens())
+    base_counts = count_context_pairs(stream, tok.vocab_size).counts
+    vm = edited.vocab_map
+
+    def phi_base(token):
+        row = np.asarray(base_counts[token].todense()).ravel()[vm.original_ids]
+        return row / row.sum()
+
+    row = np.asarray(edited.alignment.counts.counts[vm.to_compact(np.array([cat]))[0]].todense()).ravel()
+    e_cat, b_cat, b_dog = row / row.sum(), phi_base(cat), phi_base(dog)
+    # the analysis counts the training part of the stream only, so the match is close, not exact
+    assert 0.5 * np.abs(e_cat - b_dog).sum() < 0.25 * 0.5 * np.abs(b_cat - b_dog).sum()

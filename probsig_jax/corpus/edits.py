@@ -26,14 +26,15 @@ import numpy as np
 from probsig_jax.config_base import Config
 from probsig_jax.validation import require, require_float, require_int, require_seed
 
-KINDS = ("transplant", "cluster", "swap")
+KINDS = ("none", "transplant", "cluster", "swap")
 
 
 @dataclass(frozen=True)
 class CorpusEdit(Config):
     """One edit of a token stream (module docstring)."""
 
-    kind: Literal["transplant", "cluster", "swap"] = "transplant"
+    kind: Literal["none", "transplant", "cluster", "swap"] = "none"
+    """The edit; ``none`` leaves the stream as it is (the default of an experiment's ``edit`` field)."""
     tokens: tuple[int, ...] = ()
     """Token ids (of the stream): (A, B) for transplant and swap, the cluster's tokens for cluster."""
     fraction: float = 1.0
@@ -49,7 +50,9 @@ class CorpusEdit(Config):
                                                        for t in self.tokens), "tokens",
                 f"must be a tuple of non-negative token ids, got {self.tokens!r}")
         require(len(set(self.tokens)) == len(self.tokens), "tokens", f"must be distinct, got {self.tokens!r}")
-        if self.kind in ("transplant", "swap"):
+        if self.kind == "none":
+            require(len(self.tokens) == 0, "tokens", f"kind 'none' takes no tokens, got {self.tokens!r}")
+        elif self.kind in ("transplant", "swap"):
             require(len(self.tokens) == 2, "tokens", f"{self.kind} takes two tokens (A, B), got {len(self.tokens)}")
         else:
             require(len(self.tokens) >= 2, "tokens", f"cluster takes at least two tokens, got {len(self.tokens)}")
@@ -60,6 +63,8 @@ class CorpusEdit(Config):
     def describe(self) -> str:
         """One line, e.g. ``transplant 40 <- 17 (f = 0.3, seed 0)``."""
         t = self.tokens
+        if self.kind == "none":
+            return "no edit"
         if self.kind == "transplant":
             return f"transplant: successors of {t[0]} redrawn from those of {t[1]} (f = {self.fraction:g}, seed {self.seed})"
         if self.kind == "swap":
@@ -122,6 +127,8 @@ def apply_corpus_edit(stream: Any, edit: CorpusEdit) -> EditedStream:
     rng = np.random.default_rng(edit.seed)
     out = tokens.copy()
     details: dict[str, Any] = {}
+    if edit.kind == "none":
+        return EditedStream(out, edit, np.zeros(0, np.int64), np.zeros(0, np.int64), details)
     if edit.kind == "swap":
         a, b = edit.tokens
         start = int(round((1.0 - edit.fraction) * tokens.size))

@@ -22,6 +22,7 @@ from probsig_jax.analysis.alignment import AlignmentConfig, alignment_series
 from probsig_jax.analysis.geometry import pca_projection
 from probsig_jax.config_base import Config
 from probsig_jax.corpus import CorpusConfig, VocabularyMap, load_tokenizer, tokenize_corpus
+from probsig_jax.corpus.edits import CorpusEdit, apply_corpus_edit
 from probsig_jax.experiments import Experiment
 from probsig_jax.experiments.corpus_alignment import (
     CORPUS_ALIGNMENT, TRAINING_COMPARISONS, CorpusAlignment, CorpusAnalysisConfig, analyse_corpus,
@@ -67,6 +68,9 @@ class LLMExperimentConfig(Config):
     seed: int = 0
     """Seed of the initialisation and of the batch order."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    edit: CorpusEdit = field(default_factory=CorpusEdit)
+    """A seeded edit of the token stream (tokenizer ids), applied before counting and training; kind none by
+    default. The run records its description and the affected tokens."""
     analysis: CorpusAnalysisConfig = field(default_factory=CorpusAnalysisConfig)
     alignment: AlignmentConfig = CORPUS_ALIGNMENT
     train: LMTrainConfig = field(default_factory=lambda: LMTrainConfig(
@@ -75,7 +79,7 @@ class LLMExperimentConfig(Config):
         batch_size=16, seq_len=64, eval_every=50, eval_batches=4, checkpoint_every=100))
 
     derived_fields = ("train.seed",)
-    option_prefixes = {"corpus": "corpus_"}
+    option_prefixes = {"corpus": "corpus_", "edit": "edit_"}
 
     def resolved(self) -> "LLMExperimentConfig":
         return self.replace(train=self.train.replace(seed=self.seed))
@@ -132,6 +136,8 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
     tokenizer = load_tokenizer(config.tokenizer)
     shards = tokenize_corpus(config.corpus, tokenizer, config.cache_dir, num_workers=config.num_workers, quiet=quiet)
     stream = np.asarray(shards.tokens())
+    edited = apply_corpus_edit(stream, config.edit)
+    stream = edited.tokens
     if config.compact_vocab:
         vocab_map = VocabularyMap.from_tokens([stream], tokenizer.vocab_size, always_keep=[tokenizer.eos_id])
     else:
@@ -175,6 +181,7 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
         "corpus": {"source": config.corpus.source, "tokens": int(stream.size), "documents":
                    shards.manifest.get("documents"), "bytes": shards.manifest.get("bytes"),
                    "malformed": shards.malformed, "shard_dir": str(shards.directory)},
+        "edit": edited.record(),
         "vocabulary": {"tokenizer": tokenizer.name, "tokenizer_vocab": tokenizer.vocab_size,
                        "model_vocab": vocab_map.size, "compacted": config.compact_vocab},
         "train_tokens": int(train_ids.size), "eval_tokens": int(eval_ids.size),
