@@ -122,6 +122,43 @@ def test_weight_decay_regimes_run_and_score_every_subset(tmp_path):
     assert m["final_accuracy"]["lambda=0"]["noisy"] > 10 * m["chance"]
     assert m["subset_sizes"]["noisy"] == round(0.1 * round(0.8 * 23 * 23))
     assert (out / "accuracy_by_weight_decay.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "norm_drive_vs_decay.png").read_bytes()[:4] == b"\x89PNG"
+    b0, b3 = m["norm_budget"]["lambda=0"], m["norm_budget"]["lambda=0.001"]
+    assert b0["final_total_decay"] == 0 and b3["final_total_decay"] > 0
+    arrays = np.load(out / "arrays.npz")
+    assert arrays["budget_lambda=0_drive_noisy"].shape == (5, 128)
+
+
+def test_unit_norm_budget_splits_the_full_gradient():
+    """The clean and noisy drives of every unit sum, over units, to -<theta, grad L> of the whole training loss
+    (computed here from the model's own mean cross-entropy, an independent path)."""
+    import jax
+
+    from probsig_jax.data.modular import ModularTaskConfig, make_modular_task
+    from probsig_jax.experiments.modadd_regimes import _subset_arrays, unit_norm_budget
+    from probsig_jax.models.two_input_mlp import TwoInputMLP
+    from probsig_jax.numerics import numerics
+    from probsig_jax.training.losses import weighted_cross_entropy
+    from flax import nnx
+
+    task = make_modular_task(ModularTaskConfig(modulus=11, noise_ratio=0.3))
+    ds = task.dataset("train")
+    subsets = _subset_arrays(task)
+    with numerics("float64"):
+        model = TwoInputMLP(11, 11, 16, activation="gelu", init_std=0.5, dtype=jnp.float64, rngs=nnx.Rngs(0))
+        params = model.params()
+        budget = unit_norm_budget(params, "gelu", {k: subsets[k] for k in ("clean", "noisy")}, ds.num_samples)
+        x, y = jnp.asarray(ds.inputs), jnp.asarray(ds.labels)
+
+        def full(p):
+            from probsig_jax.models.two_input_mlp import two_input_logits
+            return weighted_cross_entropy(two_input_logits(p, x[:, 0], x[:, 1], "gelu"), y, jnp.ones(len(y)))
+
+        g = jax.grad(full)(params)
+        total = -sum(float(jnp.sum(params[k] * g[k])) for k in ("U", "V", "W"))
+    np.testing.assert_allclose(float(jnp.sum(budget["drive_clean"] + budget["drive_noisy"])), total, rtol=1e-10)
+    np.testing.assert_allclose(budget["norm_sq"], np.sum(params["U"] ** 2, 1) + np.sum(params["V"] ** 2, 1)
+                               + np.sum(params["W"] ** 2, 0))
 
 
 def test_regimes_refuse_a_run_without_a_test_split(tmp_path, capsys):
