@@ -263,7 +263,7 @@ def test_lm_train_config_validation():
         "total_steps": (0, "must be an integer"), "min_lr_ratio": (1.5, r"must be in \[0, 1\]"),
         "weight_decay": (-0.1, "must be >= 0"), "b1": (1.0, r"must be in \[0, 1\)"),
         "b2": (-0.5, "must be >= 0"), "eps": (0.0, "must be > 0"), "grad_clip_norm": (-1.0, "must be >= 0"),
-        "seed": (-3, "must be an integer"),
+        "seed": (-3, "must be an integer"), "optimizer": ("adam", "must be adamw or sgd"),
     }
     for field, (value, message) in bad.items():
         with pytest.raises(ConfigError, match=rf"^{field}: {message}"):
@@ -272,6 +272,24 @@ def test_lm_train_config_validation():
         LMTrainConfig(warmup_steps=10, total_steps=10).validate()
     with pytest.raises(ConfigError, match=r"^learning_rate"):
         make_lm_optimizer(LMTrainConfig(learning_rate=-1.0))
+
+
+def test_sgd_step_is_the_schedule_times_the_l2_gradient_on_matrices():
+    """optimizer="sgd": theta <- theta - lr_t (g + weight_decay theta) for matrices, theta - lr_t g for vectors
+    (biases, norm scales), checked by hand at two steps of the warmup."""
+    cfg = LMTrainConfig(optimizer="sgd", learning_rate=0.1, warmup_steps=4, total_steps=20, weight_decay=0.5,
+                        grad_clip_norm=0.0)
+    tx = make_lm_optimizer(cfg)
+    params = {"w": jnp.asarray([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.asarray([1.0, -1.0])}
+    grads = {"w": jnp.asarray([[0.2, 0.1], [-0.3, 0.4]]), "b": jnp.asarray([0.5, -0.5])}
+    state = tx.init(params)
+    lr = make_lm_schedule(cfg)
+    for step in range(2):
+        updates, state = tx.update(grads, state, params)
+        new = optax.apply_updates(params, updates)
+        np.testing.assert_allclose(new["w"], params["w"] - lr(step) * (grads["w"] + 0.5 * params["w"]), rtol=1e-6)
+        np.testing.assert_allclose(new["b"], params["b"] - lr(step) * grads["b"], rtol=1e-6)
+        params = new
 
 
 def test_next_token_loss_masking_matches_numpy():

@@ -1,10 +1,10 @@
-"""The language-model optimiser: AdamW with linear warmup, cosine decay, global-norm clipping and weight decay
-on matrices only, configured by :class:`LMTrainConfig`."""
+"""The language-model optimiser: AdamW (or plain SGD, for the ladder's gradient-descent rung) with linear warmup,
+cosine decay, global-norm clipping and weight decay on matrices only, configured by :class:`LMTrainConfig`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -16,9 +16,11 @@ from probsig_jax.validation import MAX_STEPS, require, require_float, require_in
 
 @dataclass(frozen=True)
 class LMTrainConfig(Config):
-    """AdamW with linear warmup, cosine decay and global-norm clipping.
+    """AdamW (or SGD) with linear warmup, cosine decay and global-norm clipping.
 
     Attributes:
+      optimizer: "adamw", or "sgd" (plain stochastic gradient descent at the same schedule; its weight decay is
+        the L2 gradient ``weight_decay * theta`` on matrices, which for SGD is decoupled decay scaled by the rate).
       learning_rate: peak learning rate (> 0), reached after ``warmup_steps``.
       warmup_steps: linear warmup from 0 (>= 0, < total_steps).
       total_steps: length of the schedule including warmup (>= 1); after it the rate stays at the end value.
@@ -31,6 +33,7 @@ class LMTrainConfig(Config):
       seed: seed of the parameter initialisation and data order (>= 0).
     """
 
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     learning_rate: float = 3e-4
     warmup_steps: int = 100
     total_steps: int = 10_000
@@ -43,6 +46,7 @@ class LMTrainConfig(Config):
     seed: int = 0
 
     def _check(self) -> None:
+        require(self.optimizer in ("adamw", "sgd"), "optimizer", f"must be adamw or sgd, got {self.optimizer!r}")
         require_float(self.learning_rate, "learning_rate", minimum=0.0, strict_minimum=True)
         require_int(self.total_steps, "total_steps", minimum=1, maximum=MAX_STEPS)
         require_int(self.warmup_steps, "warmup_steps", minimum=0)
@@ -72,10 +76,15 @@ def decay_mask(params: Any) -> Any:
 
 
 def make_lm_optimizer(cfg: LMTrainConfig) -> optax.GradientTransformation:
-    """``optax.chain(clip_by_global_norm, adamw(warmup-cosine schedule))``."""
+    """``optax.chain(clip_by_global_norm, adamw(warmup-cosine schedule))``; for ``sgd`` the second link is
+    ``chain(add_decayed_weights(weight_decay, matrices), sgd(schedule))``."""
     cfg = cfg.validate()
-    adamw = optax.adamw(make_lm_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                        weight_decay=cfg.weight_decay, mask=decay_mask)
+    if cfg.optimizer == "adamw":
+        update = optax.adamw(make_lm_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                             weight_decay=cfg.weight_decay, mask=decay_mask)
+    else:
+        update = optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
+                             optax.sgd(make_lm_schedule(cfg)))
     if cfg.grad_clip_norm == 0:
-        return optax.chain(optax.identity(), adamw)  # same state layout with or without clipping
-    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), adamw)
+        return optax.chain(optax.identity(), update)  # same state layout with or without clipping
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), update)
