@@ -31,7 +31,8 @@ from probsig_jax.validation import require, require_float
 
 __all__ = ["unit_spectra", "fold_frequencies", "dominant_frequency", "sparsity", "frequency_matching",
            "phase_alignment", "mean_resultant_length", "walsh_hadamard_spectra", "dominant_walsh_index",
-           "walsh_sparsity", "unit_diagnostics", "summarise_units"]
+           "walsh_sparsity", "unit_diagnostics", "summarise_units", "pooled_unit_diagnostics", "trained_unit_structure",
+           "frequency_agreement"]
 
 BASES = ("fourier", "walsh")
 _ROUNDING = 1e-24   # nonzero-frequency power at or below this share of the total is rounding noise (float64)
@@ -300,6 +301,37 @@ def summarise_units(diag: dict[str, Any]) -> dict[str, float | None]:
         if key in diag:
             value = float(diag[key])
             out[key] = value if np.isfinite(value) else None
+    return out
+
+
+def pooled_unit_diagnostics(final_params: dict[str, np.ndarray], sparsity_threshold: float = 0.7) -> dict[str, Any]:
+    """:func:`unit_diagnostics` of the units of several networks pooled (``final_params``: U, V (I, D, P), W
+    (I, P, D) for I networks), plus ``norm``: (I * D,) each unit's triple norm ``sqrt(|U_d|^2 + |V_d|^2 + |W^d|^2)``."""
+    U = final_params["U"].reshape(-1, final_params["U"].shape[-1])
+    V = final_params["V"].reshape(-1, final_params["V"].shape[-1])
+    W = np.concatenate(list(final_params["W"]), axis=1)
+    diag = unit_diagnostics(U, V, W, sparsity_threshold=sparsity_threshold)
+    diag["norm"] = np.sqrt(np.sum(U**2, 1) + np.sum(V**2, 1) + np.sum(W**2, 0))
+    return diag
+
+
+def trained_unit_structure(final_params: dict[str, np.ndarray], valid: Any, threshold: float = 0.7
+                           ) -> dict[str, Any]:
+    """Frequency matching, sparsity and phase alignment of trained units (all, and those in the bool mask ``valid``
+    over the pooled units), with the phase coherence uniform random phases would give (the null,
+    ``sqrt(pi / (4 n))``) and 1 (the ceiling). ``final_params`` as :func:`pooled_unit_diagnostics`."""
+    diag = pooled_unit_diagnostics(final_params, threshold)
+    out: dict[str, Any] = {"all": summarise_units(diag)}
+    valid = np.asarray(valid, bool)
+    matched_valid = diag["matched"] & valid
+    out["valid"] = {"units": int(valid.sum()),
+                    "matched_fraction": float(diag["matched"][valid].mean()) if valid.any() else None,
+                    "phase_coherence": (float(mean_resultant_length(diag["phase"][matched_valid]))
+                                        if matched_valid.any() else None)}
+    n = int(diag["matched"].sum())
+    # E|mean of n uniform unit phasors| ~ sqrt(pi / (4 n)) (Rayleigh); the ceiling is 1 (all phases equal).
+    out["phase_coherence_null"] = float(np.sqrt(np.pi / (4 * n))) if n else None
+    out["phase_coherence_ceiling"] = 1.0
     return out
 
 

@@ -119,6 +119,8 @@ def apply_corpus_edit(stream: Any, edit: CorpusEdit) -> EditedStream:
     """Apply ``edit`` to a 1-D token stream (module docstring); the input is not modified."""
     edit = edit.validate()
     tokens = np.asarray(stream)
+    if edit.kind == "none":
+        return EditedStream(tokens.copy(), edit, np.zeros(0, np.int64), np.zeros(0, np.int64), {})
     require(tokens.ndim == 1 and tokens.size >= 3 and np.issubdtype(tokens.dtype, np.integer), "stream",
             f"must be a 1-D integer token stream of length >= 3, got shape {tokens.shape} dtype {tokens.dtype}")
     present = set(np.unique(tokens).tolist())
@@ -127,8 +129,6 @@ def apply_corpus_edit(stream: Any, edit: CorpusEdit) -> EditedStream:
     rng = np.random.default_rng(edit.seed)
     out = tokens.copy()
     details: dict[str, Any] = {}
-    if edit.kind == "none":
-        return EditedStream(out, edit, np.zeros(0, np.int64), np.zeros(0, np.int64), details)
     if edit.kind == "swap":
         a, b = edit.tokens
         start = int(round((1.0 - edit.fraction) * tokens.size))

@@ -219,40 +219,9 @@ def run_modadd(config: ModularAdditionConfig, *, quiet: bool = False) -> Modular
                "init_std": init_std, "mode_coefficient_C": C, "c2": c2,
                "agreement": _agreement_metrics(units_np, R),
                "per_init": _per_init(units_np, R),
-               "trained_units": _unit_structure(final_np, units_np, config.sparsity_threshold)}
+               "trained_units": fourier.trained_unit_structure(final_np, units_np["valid"], config.sparsity_threshold)}
     return ModularAdditionResult(config, units_np, np.concatenate(trained_power), first_history, first_times, metrics,
                                  final_np)
-
-
-def pooled_unit_diagnostics(final_params: dict[str, np.ndarray], sparsity_threshold: float = 0.7) -> dict[str, Any]:
-    """:func:`probsig_jax.analysis.fourier.unit_diagnostics` of the trained units of every initialisation pooled
-    (``final_params``: U, V (I, D, P), W (I, P, D)), plus ``norm``: (I * D,) each unit's triple norm
-    ``sqrt(|U_d|^2 + |V_d|^2 + |W^d|^2)``."""
-    U = final_params["U"].reshape(-1, final_params["U"].shape[-1])
-    V = final_params["V"].reshape(-1, final_params["V"].shape[-1])
-    W = np.concatenate(list(final_params["W"]), axis=1)
-    diag = fourier.unit_diagnostics(U, V, W, sparsity_threshold=sparsity_threshold)
-    diag["norm"] = np.sqrt(np.sum(U**2, 1) + np.sum(V**2, 1) + np.sum(W**2, 0))
-    return diag
-
-
-def _unit_structure(final_params: dict[str, np.ndarray], units: dict[str, np.ndarray], threshold: float
-                    ) -> dict[str, Any]:
-    """Frequency matching, sparsity and phase alignment of the trained units (all, and the valid ones), with the
-    phase coherence a uniform random phase would give (the null) and 1 (the ceiling)."""
-    diag = pooled_unit_diagnostics(final_params, threshold)
-    out: dict[str, Any] = {"all": fourier.summarise_units(diag)}
-    valid = units["valid"]
-    matched_valid = diag["matched"] & valid
-    out["valid"] = {"units": int(valid.sum()),
-                    "matched_fraction": float(diag["matched"][valid].mean()) if valid.any() else None,
-                    "phase_coherence": (float(fourier.mean_resultant_length(diag["phase"][matched_valid]))
-                                        if matched_valid.any() else None)}
-    n = int(diag["matched"].sum())
-    # E|mean of n uniform unit phasors| ~ sqrt(pi / (4 n)) (Rayleigh); the ceiling is 1 (all phases equal).
-    out["phase_coherence_null"] = float(np.sqrt(np.pi / (4 * n))) if n else None
-    out["phase_coherence_ceiling"] = 1.0
-    return out
 
 
 def _agreement_metrics(u: dict[str, np.ndarray], R: int) -> dict[str, Any]:
@@ -337,7 +306,7 @@ def plot_frequency_matching(result: ModularAdditionResult):
     a matched unit lies on the diagonal."""
     import matplotlib.pyplot as plt
 
-    diag = pooled_unit_diagnostics(result.final_params, result.config.sparsity_threshold)
+    diag = fourier.pooled_unit_diagnostics(result.final_params, result.config.sparsity_threshold)
     R = result.metrics["frequencies"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
     for ax, other in zip(axes, ("V", "W")):
@@ -353,7 +322,7 @@ def plot_frequency_matching(result: ModularAdditionResult):
 
 def plot_phase_alignment(result: ModularAdditionResult, ax=None):
     """Histogram of ``arg u + arg v - arg w`` at each matched unit's frequency (pooled over initialisations)."""
-    diag = pooled_unit_diagnostics(result.final_params, result.config.sparsity_threshold)
+    diag = fourier.pooled_unit_diagnostics(result.final_params, result.config.sparsity_threshold)
     phase = diag["phase"][diag["matched"]]
     ax = plots._axes(ax)
     ax.hist(phase, bins=36, range=(-np.pi, np.pi), color="C0", alpha=0.8)
@@ -367,7 +336,7 @@ def plot_phase_alignment(result: ModularAdditionResult, ax=None):
 def plot_sparsity_vs_norm(result: ModularAdditionResult, ax=None):
     """Each trained unit's triple norm against its sparsity (the share of its dominant frequency), valid units
     and the rest apart."""
-    diag = pooled_unit_diagnostics(result.final_params, result.config.sparsity_threshold)
+    diag = fourier.pooled_unit_diagnostics(result.final_params, result.config.sparsity_threshold)
     power = result.trained_power
     sparsity = power.max(axis=1) / np.maximum(power.sum(axis=1), 1e-300)
     valid = result.units["valid"]

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from probsig_jax.experiments import Experiment, RunContext, get_experiment
 from probsig_jax.experiments.report import render_report
 from probsig_jax.runs import atomic_run_dir, default_run_dir, provenance, to_jsonable, write_json, write_text
+from probsig_jax.training.metrics_log import JSONL_NAME
 from probsig_jax.validation import ConfigError
 
 
@@ -32,12 +33,13 @@ def work_dir_for(out: str | Path) -> Path:
 
 @contextmanager
 def _drop_empty_work_dir(work_dir: Path) -> Iterator[None]:
-    """On failure, remove ``work_dir`` if it holds no file (e.g. a run that diverged before its first
-    checkpoint); a work directory with checkpoints is kept for the rerun to resume."""
+    """On failure, remove ``work_dir`` if it holds nothing to resume from (e.g. a run that diverged before its first
+    checkpoint: no file but the live ``metrics.jsonl``); a work directory with checkpoints is kept for the rerun to
+    resume."""
     try:
         yield
     except BaseException:
-        if work_dir.is_dir() and not any(p.is_file() for p in work_dir.rglob("*")):
+        if work_dir.is_dir() and not any(p.is_file() and p.name != JSONL_NAME for p in work_dir.rglob("*")):
             shutil.rmtree(work_dir, ignore_errors=True)
         raise
 

@@ -3,15 +3,18 @@
 ==========================  ==========================================================================
 module                      what it holds
 ==========================  ==========================================================================
-``losses``                  ``weighted_cross_entropy`` (data sets of (x, y) pairs), ``next_token_loss``
+``losses``                  ``weighted_cross_entropy`` (data sets of (x, y) pairs), ``count_cross_entropy``
+                            (the same from a count matrix), ``next_token_loss``
 ``supervised``              ``TrainConfig``, ``make_train_step`` (the pure step), ``train``: jit-compiled
-                            ``lax.scan`` loops for the linear model and the FFN on a ``Dataset``
+                            ``lax.scan`` loops for the linear model and the FFN on a ``Dataset`` or on the
+                            count matrix of single-token data (``SignatureCounts``)
 ``divergence``              ``TrainingDiverged``, raised by every loop on a non-finite loss
-``lm_optimizer``            ``LMTrainConfig``, AdamW with warmup + cosine and clipping
+``lm_optimizer``            ``LMTrainConfig``, AdamW (or SGD) with warmup + cosine and clipping
 ``sharded_step``            ``make_sharded_train_step`` and ``init_sharded_model`` for any NNX language model
 ``sharding``                device meshes, partition rules, ``NamedSharding`` of parameters / batches
 ``token_windows``           ``TokenWindows`` (batches as a function of (seed, step)), ``split_stream``
 ``checkpoints``             ``TrainCheckpointer`` (orbax, exact resume)
+``metrics_log``             ``MetricsLog``: the live ``metrics.jsonl`` and TensorBoard stream of a run
 ``lm_loop``                 ``LMRunConfig``, ``train_language_model`` (takes a model factory)
 ==========================  ==========================================================================
 
