@@ -14,7 +14,7 @@ from probsig_jax import simulate
 def ladder_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ladder")
     out = root / "run"
-    argv = ["ladder", "--cache-dir", str(root / "cache"), "--gd-steps", "800", "--adam-steps", "100",
+    argv = ["ladder", "--cache-dir", str(root / "cache"), "--gd-steps", "560", "--adam-steps", "40",
             "--permutations", "49", "--out", str(out), "--quiet"]
     assert simulate.main(argv) == 0
     return out

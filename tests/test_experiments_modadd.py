@@ -173,9 +173,9 @@ def test_early_noise_puzzle_orders_follow_the_collisions(tmp_path):
     collision mean is near its exact expectation; and per example the loss drop rises with Delta above the
     permutation null. Each can fail (e.g. a loss recorded against the clean labels, or subsets swapped)."""
     out = tmp_path / "mn"
-    argv = ["modadd-noise", "--modulus", "17", "--width", "64", "--noise-ratios", "0.3",
-            "--bijective-noise-ratios", "0.2,0.8", "--mixed-moduli", "29,30,31", "--steps", "40",
-            "--record-every", "4", "--early-steps", "40", "--warmup-steps", "20", "--schedule-steps", "600",
+    argv = ["modadd-noise", "--modulus", "17", "--width", "32", "--noise-ratios", "0.3",
+            "--bijective-noise-ratios", "0.2,0.8", "--mixed-moduli", "29,30,31", "--steps", "32",
+            "--record-every", "4", "--early-steps", "32", "--warmup-steps", "16", "--schedule-steps", "600",
             "--permutations", "99", "--out", str(out), "--quiet"]
     assert simulate.main(argv) == 0
     m = json.loads((out / "metrics.json").read_text())

@@ -74,7 +74,7 @@ SLOW_TRAINING = textwrap.dedent("""
         return {"marker": float(step)}
 
     train_language_model(lambda rngs: Qwen2LM(cfg, rngs=rngs), LMTrainConfig(learning_rate=1e-2, warmup_steps=1,
-                         total_steps=40), LMRunConfig(batch_size=2, seq_len=8, eval_every=2, eval_batches=1),
+                         total_steps=12), LMRunConfig(batch_size=2, seq_len=8, eval_every=2, eval_batches=1),
                          TokenWindows(tokens, 8), TokenWindows(tokens, 8), evaluate=evaluate,
                          metrics_jsonl=sys.argv[1], quiet=True)
 """)
@@ -100,6 +100,6 @@ def test_the_stream_grows_while_another_process_trains(tmp_path):
         proc.wait(timeout=240)
     assert proc.returncode == 0
     records = read_metrics_jsonl(path)
-    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(40))
-    assert [r["marker"] for r in records if r["kind"] == "eval"] == [float(s) for s in range(0, 41, 2)]
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(12))
+    assert [r["marker"] for r in records if r["kind"] == "eval"] == [float(s) for s in range(0, 13, 2)]
     assert all(json.loads(line) for line in path.read_text().splitlines())
