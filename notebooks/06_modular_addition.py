@@ -164,9 +164,9 @@ assert units["all"]["phase_coherence"] > 5 * units["phase_coherence_null"], unit
 # %%
 noise_config = N.ModularNoiseConfig(
     task=ModularTaskConfig(modulus=17), noise_ratios=(0.3,), bijective_noise_ratios=(0.2, 0.8),
-    mixed_moduli=(29, 30, 31), width=64, early_steps=40, permutations=199,
-    train=TrainConfig(optimizer="adam", learning_rate=1e-3, steps=40, record_every=4, schedule="warmup_cosine",
-                      warmup_steps=20, final_learning_rate=1e-5, schedule_steps=600))
+    mixed_moduli=(29, 30, 31), width=32, early_steps=32, permutations=99,
+    train=TrainConfig(optimizer="adam", learning_rate=1e-3, steps=32, record_every=4, schedule="warmup_cosine",
+                      warmup_steps=16, final_learning_rate=1e-5, schedule_steps=600))
 noise = N.run_modadd_noise(noise_config, quiet=True)
 display(Markdown("\n".join(f"- {line}" for line in N.summary_lines(noise.metrics))))
 assert noise.metrics["orders_agree"] == noise.metrics["orders_predicted"], noise.metrics

@@ -147,14 +147,15 @@ def test_unit_norm_budget_splits_the_full_gradient():
     with numerics("float64"):
         model = TwoInputMLP(11, 11, 16, activation="gelu", init_std=0.5, dtype=jnp.float64, rngs=nnx.Rngs(0))
         params = model.params()
-        budget = unit_norm_budget(params, "gelu", {k: subsets[k] for k in ("clean", "noisy")}, ds.num_samples)
+        split = {k: subsets[k] for k in ("clean", "noisy")}
+        budget = jax.jit(lambda p: unit_norm_budget(p, "gelu", split, ds.num_samples))(params)
         x, y = jnp.asarray(ds.inputs), jnp.asarray(ds.labels)
 
         def full(p):
             from probsig_jax.models.two_input_mlp import two_input_logits
             return weighted_cross_entropy(two_input_logits(p, x[:, 0], x[:, 1], "gelu"), y, jnp.ones(len(y)))
 
-        g = jax.grad(full)(params)
+        g = jax.jit(jax.grad(full))(params)
         total = -sum(float(jnp.sum(params[k] * g[k])) for k in ("U", "V", "W"))
     np.testing.assert_allclose(float(jnp.sum(budget["drive_clean"] + budget["drive_noisy"])), total, rtol=1e-10)
     np.testing.assert_allclose(budget["norm_sq"], np.sum(params["U"] ** 2, 1) + np.sum(params["V"] ** 2, 1)

@@ -218,8 +218,8 @@ def test_a_diverged_run_without_checkpoints_leaves_no_work_dir(tmp_path, capsys)
 
 def test_sigterm_leaves_nothing_partial_and_the_rerun_resumes(tmp_path):
     out = tmp_path / "e4"
-    # 600 steps: the kill comes at the first checkpoint (step 50), so the rest only has to outlast the signal.
-    argv = _llm_argv(tmp_path, out, **{"--total-steps": "600", "--eval-every": "300", "--checkpoint-every": "50"})
+    # 300 steps: the kill comes at the first checkpoint (step 50), so the rest only has to outlast the signal.
+    argv = _llm_argv(tmp_path, out, **{"--total-steps": "300", "--eval-every": "150", "--checkpoint-every": "50"})
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "probsig_jax.simulate", *argv], cwd=tmp_path, env=env,
                             stderr=subprocess.PIPE, text=True)
