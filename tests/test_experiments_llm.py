@@ -171,6 +171,9 @@ def test_pretrained_on_a_full_vocabulary_checkpoint(tmp_path):
     assert abs(m["token_sets"]["top"]["pretrained"]["embedding_vs_signature"]["pearson"]) < 0.5
 
 
+# slow (~18 s): the Pile reader, its set filter and malformed-line counts are tested by default in test_corpus; this is
+# the same path end to end through simulate llm (run with -m slow)
+@pytest.mark.slow
 def test_simulate_llm_on_a_pile_jsonl_zst_with_a_set_filter(tmp_path):
     """The Pile path end to end: a .jsonl.zst with two sets and a malformed line; only one set is kept."""
     import zstandard
