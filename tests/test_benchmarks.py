@@ -79,3 +79,13 @@ def test_alignment_statistics_benchmark_quick(tmp_path):
     assert summary["max_abs_diff_mantel_null_vs_loop"] < 1e-6
     assert summary["max_abs_diff_bootstrap_vs_loop"] < 1e-12
     assert summary["mantel_p"] <= 0.01 and summary["bootstrap_ci95"][0] < summary["observed_pearson"]
+
+
+# slow: tokenizes 2 MB and counts twice; the default suite tests the update against a recount in test_corpus_edits
+@pytest.mark.slow
+def test_corpus_edit_benchmark_quick(tmp_path):
+    """The incremental count update equals the recount on the benchmark's own edit (its correctness is also a
+    default-suite unit test, test_corpus_edits)."""
+    summary = run_quick("corpus_edit.py", tmp_path / "edit.json")["summary"]
+    assert summary["counts_equal"] and summary["edited_positions"] > 0
+    assert summary["count_speedup"]["min"] > 0 and summary["ours_total_median_s"] > 0

@@ -79,6 +79,18 @@ def test_planted_cluster_shares_one_successor_distribution(base):
         max(cos(before[a], before[b]) for a in cluster for b in cluster if a < b)
 
 
+def test_cluster_targets_come_from_the_given_frequency_ranks(base):
+    cluster = (5, 11, 19, 23)
+    ids, counts = np.unique(base, return_counts=True)
+    keep = ~np.isin(ids, cluster)
+    ranked = ids[keep][np.lexsort((ids[keep], -counts[keep]))]
+    res = apply_corpus_edit(base, CorpusEdit("cluster", cluster, targets=5, target_ranks=(3, 12), seed=1))
+    assert set(res.details["cluster_targets"]) <= set(ranked[3:12].tolist())
+    assert res.record()["edit"]["target_ranks"] == [3, 12]
+    with pytest.raises(ConfigError, match="targets"):
+        apply_corpus_edit(base, CorpusEdit("cluster", cluster, targets=5, target_ranks=(3, 6)))
+
+
 def test_swap_exchanges_identities_in_the_last_part_only(base):
     A, B = 2, 9
     res = apply_corpus_edit(base, CorpusEdit("swap", (A, B), fraction=0.5))
@@ -102,7 +114,7 @@ def test_edits_are_deterministic_by_seed_and_fraction_zero_is_identity(base):
 
 @pytest.mark.parametrize("edit, field", [
     (CorpusEdit("transplant", (3,)), "tokens"), (CorpusEdit("swap", (3, 3)), "tokens"),
-    (CorpusEdit("cluster", (4,)), "tokens"), (CorpusEdit("transplant", (3, 7), fraction=1.5), "fraction"),
+    (CorpusEdit("cluster", (4,)), "tokens"), (CorpusEdit("cluster", (4, 5), target_ranks=(3,)), "target_ranks"), (CorpusEdit("transplant", (3, 7), fraction=1.5), "fraction"),
     (CorpusEdit("rename", (3, 7)), "kind"), (CorpusEdit("transplant", (3, 999)), "tokens"),
 ])
 def test_bad_edits_name_the_field(base, edit, field):
@@ -136,3 +148,24 @@ def test_the_predicted_similarity_change_of_a_planted_cluster_is_on_its_pairs():
     from probsig_jax.validation import ConfigError
     with pytest.raises(ConfigError, match="^pc_edited: "):
         predicted_similarity_change(pcs[0], count_context_pairs(base_stream, V + 1), tokens, rank=5, growth=3.0)
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_incremental_count_update_equals_a_recount(window):
+    from probsig_jax.signatures.corpus import count_context_pairs, update_context_pairs
+
+    rng = np.random.default_rng(window)
+    V = 60
+    old = rng.integers(0, V, 5000)
+    new = old.copy()
+    positions = np.concatenate([[0, 1, old.size - 1], rng.choice(old.size, 300, replace=False)])
+    new[positions] = rng.integers(0, V, positions.size)
+    pc = count_context_pairs(old, V, window)
+    updated = update_context_pairs(pc, old, new, np.concatenate([positions, [17]]))   # 17: unchanged, cancels
+    fresh = count_context_pairs(new, V, window)
+    assert (updated.counts != fresh.counts).nnz == 0 and updated.counts.nnz == fresh.counts.nnz
+    np.testing.assert_array_equal(updated.label_counts, fresh.label_counts)
+    assert updated.first_token == fresh.first_token and updated.num_positions == fresh.num_positions
+    # a changed position left out of the list is refused, not silently miscounted
+    with pytest.raises(ConfigError, match="positions"):
+        update_context_pairs(pc, old, new, positions[1:])

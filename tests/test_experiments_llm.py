@@ -22,6 +22,7 @@ from probsig_jax.experiments.runner import work_dir_for
 from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM, save_pretrained
 from probsig_jax.training.lm_loop import LMRunConfig
 from probsig_jax.training.lm_optimizer import LMTrainConfig
+from probsig_jax.validation import ConfigError
 
 SENTENCES = [
     "the cat sat on the mat and the dog sat on the log .",
@@ -293,3 +294,26 @@ def test_an_edit_is_applied_before_counting_and_recorded(tmp_path):
     e_cat, b_cat, b_dog = row / row.sum(), phi_base(cat), phi_base(dog)
     # the analysis counts the training part of the stream only, so the match is close, not exact
     assert 0.5 * np.abs(e_cat - b_dog).sum() < 0.25 * 0.5 * np.abs(b_cat - b_dog).sum()
+
+
+def test_held_out_signatures_come_from_a_part_the_model_never_sees(tmp_path):
+    """``--held-out-signatures f``: the first f of the stream is only counted, the model trains on the rest, and the
+    alignment is reported against both parts' signatures with the drop and its interval."""
+    corpus = write_corpus(tmp_path / "corpus")
+    config = small_config(corpus, tmp_path / "cache", steps=3).replace(held_out_signatures=0.5)
+    result = run_llm(config, quiet=True)
+    m = result.metrics
+    held = m["held_out_signatures"]
+    total = m["corpus"]["tokens"]
+    assert held["signature_tokens"] == round(0.5 * total)
+    assert m["train_tokens"] + m["eval_tokens"] == total - held["signature_tokens"]
+    # the in-sample column is the run's own table (the counts of the model's training stream)
+    top = held["token_sets"]["top"]
+    own = m["token_sets"]["top"]["trained"]["embedding_vs_signature"]["pearson"]
+    assert top["rows"]["W_E vs phi_next"]["in_sample"] == pytest.approx(own, abs=1e-12)
+    for row in top["rows"].values():
+        assert row["drop"] == pytest.approx(row["in_sample"] - row["held_out"], abs=1e-12)
+        assert row["drop_ci_low"] <= row["drop"] <= row["drop_ci_high"] and 0 < row["held_out_p"] <= 1
+    assert -1 <= top["signature_agreement"]["input"] <= 1
+    with pytest.raises(ConfigError, match="held_out_signatures"):
+        LLMExperimentConfig(held_out_signatures=0.95).validate()

@@ -43,13 +43,14 @@ def test_readme_sketch_imports_exist():
 
 
 def test_readme_llm_options_exist():
-    """Every `--option` the README's E4/E5/E6 sections mention is an option of `simulate llm`, `pretrained`,
-    `modadd`, `modadd-gradients`, `modadd-regimes` or `modadd-noise`."""
+    """Every `--option` the README's E4/E5/E6 sections mention is an option of `simulate llm`, `llm-edit`,
+    `pretrained`, `ladder`, `modadd`, `modadd-gradients`, `modadd-regimes` or `modadd-noise`."""
     text = README.read_text()
     section = text[text.index("### E4:"):text.index("## Command line")]
     mentioned = set(re.findall(r"(--[a-z][a-z0-9-]+)", section))
     parser, _ = simulate.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    commands = ("llm", "pretrained", "ladder", "modadd", "modadd-gradients", "modadd-regimes", "modadd-noise")
+    commands = ("llm", "llm-edit", "pretrained", "ladder", "modadd", "modadd-gradients", "modadd-regimes",
+                "modadd-noise")
     known = {opt for name in commands for a in sub.choices[name]._actions for opt in a.option_strings}
     assert mentioned and mentioned <= known, sorted(mentioned - known)

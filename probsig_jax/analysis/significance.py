@@ -30,7 +30,7 @@ import numpy as np
 from probsig_jax.analysis.metrics import _pair, _square, midranks
 from probsig_jax.validation import require, require_float, require_int, require_seed
 
-__all__ = ["mantel_test", "partial_mantel_test", "vector_correlation_test", "bootstrap_correlations", "bootstrap_interval",
+__all__ = ["mae_relabelling_null", "mean_abs_pair_error", "mantel_test", "partial_mantel_test", "vector_correlation_test", "bootstrap_correlations", "bootstrap_interval",
            "partial_correlation", "pair_correlation_matrix"]
 
 Method = Literal["pearson", "spearman"]
@@ -170,6 +170,21 @@ def partial_mantel_test(S_a: Any, S_b: Any, S_c: Any, *, permutations: int = 999
     null_ab_ac = _permuted_inner_products(Za, [Zb, Zc], _permutations(a.shape[0], permutations, require_seed(seed)))
     null = partial_correlation(null_ab_ac[:, 0], null_ab_ac[:, 1], r_bc)
     return _null_summary(partial_correlation(r_ab, r_ac, r_bc), np.asarray(null, dtype=np.float64))
+
+
+def mean_abs_pair_error(S_a: Any, S_b: Any) -> float:
+    """Mean ``|S_a - S_b|`` over the off-diagonal pairs of two (n, n) similarity matrices (ceiling 0)."""
+    a, b = _pair(S_a, S_b, "S_a", "S_b", 2)
+    upper = np.triu_indices(a.shape[0], 1)
+    return float(np.mean(np.abs(a[upper] - b[upper])))
+
+
+def mae_relabelling_null(measured: Any, predicted: Any, *, permutations: int = 199, seed: int = 0) -> float:
+    """The null of :func:`mean_abs_pair_error`: its mean with the prediction's tokens relabelled (rows and columns
+    together), i.e. what a prediction with the right values on the wrong tokens scores."""
+    a, b = _pair(measured, predicted, "measured", "predicted", 2)
+    perms = _permutations(a.shape[0], _check_permutations(permutations), require_seed(seed))
+    return float(np.mean([mean_abs_pair_error(a, b[np.ix_(p, p)]) for p in perms]))
 
 
 def _null_summary(r: float, null: np.ndarray) -> dict[str, float]:

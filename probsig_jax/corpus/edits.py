@@ -41,6 +41,9 @@ class CorpusEdit(Config):
     """f in [0, 1]: the share of occurrences edited (transplant, cluster) or of the stream swapped (swap)."""
     targets: int = 8
     """cluster: the number of tokens the shared successor distribution is uniform over."""
+    target_ranks: tuple[int, ...] = ()
+    """cluster: the frequency ranks [lo, hi) the targets are drawn from (rank 0 = the most frequent token, the
+    cluster's tokens not ranked); empty: the tokens of mid frequency (quartiles 2-3 of the occurring tokens)."""
     seed: int = 0
     """Seed of the edited positions and of the draws."""
 
@@ -58,6 +61,9 @@ class CorpusEdit(Config):
             require(len(self.tokens) >= 2, "tokens", f"cluster takes at least two tokens, got {len(self.tokens)}")
         require_float(self.fraction, "fraction", minimum=0.0, maximum=1.0)
         require_int(self.targets, "targets", minimum=1, maximum=1_000_000)
+        require(len(self.target_ranks) in (0, 2) and (not self.target_ranks or
+                                                     0 <= self.target_ranks[0] < self.target_ranks[1]),
+                "target_ranks", f"must be empty or two ranks lo,hi with 0 <= lo < hi, got {self.target_ranks}")
         require_seed(self.seed)
 
     def describe(self) -> str:
@@ -95,7 +101,8 @@ class EditedStream:
     def record(self) -> dict[str, Any]:
         """What a run writes about its edit: the config, its description, the affected tokens and the details."""
         return {"edit": {"kind": self.edit.kind, "tokens": list(map(int, self.edit.tokens)),
-                         "fraction": self.edit.fraction, "targets": self.edit.targets, "seed": self.edit.seed},
+                         "fraction": self.edit.fraction, "targets": self.edit.targets,
+                         "target_ranks": list(self.edit.target_ranks), "seed": self.edit.seed},
                 "description": self.edit.describe(), "affected_tokens": self.affected.tolist(),
                 "edited_positions": int(self.positions.size), **self.details}
 
@@ -107,12 +114,22 @@ def _occurrences(stream: np.ndarray, token: int, protected: np.ndarray) -> np.nd
     return i[~protected[i + 1]]
 
 
-def _mid_frequency_tokens(stream: np.ndarray, exclude: np.ndarray) -> np.ndarray:
+def _ranked_tokens(stream: np.ndarray, exclude: Any = ()) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, counts)`` of the tokens of ``stream`` not in ``exclude``, most frequent first (ties: smaller id)."""
     ids, counts = np.unique(stream, return_counts=True)
-    keep = ~np.isin(ids, exclude)
+    keep = ~np.isin(ids, np.asarray(list(exclude), dtype=ids.dtype))
     ids, counts = ids[keep], counts[keep]
+    order = np.lexsort((ids, -counts))
+    return ids[order], counts[order]
+
+
+def _target_candidates(stream: np.ndarray, exclude: np.ndarray, ranks: tuple[int, ...]) -> np.ndarray:
+    """The cluster's candidate successors, in id order: the frequency ranks ``ranks``, or the middle quartiles."""
+    ids, counts = _ranked_tokens(stream, exclude)
+    if ranks:
+        return np.sort(ids[ranks[0]:ranks[1]])
     lo, hi = np.quantile(counts, [0.25, 0.75])
-    return ids[(counts >= lo) & (counts <= hi)]
+    return np.sort(ids[(counts >= lo) & (counts <= hi)])
 
 
 def apply_corpus_edit(stream: Any, edit: CorpusEdit) -> EditedStream:
@@ -146,9 +163,10 @@ def apply_corpus_edit(stream: Any, edit: CorpusEdit) -> EditedStream:
         require(pool.size > 0, "tokens", f"token {source} has no successor in the stream")
         samplers = {contexts[0]: pool}
     else:
-        candidates = _mid_frequency_tokens(tokens, contexts)
+        candidates = _target_candidates(tokens, contexts, edit.target_ranks)
         require(candidates.size >= edit.targets, "targets",
-                f"only {candidates.size} mid-frequency tokens outside the cluster, fewer than targets={edit.targets}")
+                f"only {candidates.size} candidate tokens outside the cluster (target_ranks "
+                f"{edit.target_ranks or 'mid frequency'}), fewer than targets={edit.targets}")
         targets = np.sort(rng.choice(candidates, size=edit.targets, replace=False))
         details["cluster_targets"] = targets.tolist()
         samplers = {c: targets for c in contexts}
@@ -162,3 +180,19 @@ def apply_corpus_edit(stream: Any, edit: CorpusEdit) -> EditedStream:
         per_token[int(c)] = {"occurrences": int(occ.size), "edited": m}
     details["per_token"] = per_token
     return EditedStream(out, edit, contexts, np.sort(np.concatenate(positions)).astype(np.int64), details)
+
+
+def choose_cluster_tokens(stream: Any, size: int, ranks: tuple[int, int], seed: int, *,
+                          exclude: Any = ()) -> tuple[int, ...]:
+    """``size`` distinct token ids for a planted cluster, drawn by ``seed`` among the tokens of frequency rank
+    ``ranks[0] <= r < ranks[1]`` of ``stream`` (rank 0 = the most frequent; ``exclude`` is not ranked, e.g. the
+    end-of-text token), sorted. Mid-frequency ranks give tokens common enough to be trained and unrelated to one
+    another by construction of the draw."""
+    size = require_int(size, "cluster_size", minimum=2, maximum=100_000)
+    lo, hi = (require_int(r, "cluster_ranks", minimum=0) for r in ranks)
+    require(hi - lo >= size, "cluster_ranks", f"must span at least cluster_size={size} ranks, got {ranks}")
+    order, _ = _ranked_tokens(np.asarray(stream), list(exclude))
+    require(order.size >= hi, "cluster_ranks", f"the stream has only {order.size} distinct tokens, fewer than "
+            f"the upper rank {hi}")
+    chosen = np.random.default_rng(require_seed(seed)).choice(order[lo:hi], size=size, replace=False)
+    return tuple(int(t) for t in np.sort(chosen))

@@ -45,6 +45,10 @@ REGISTRY: dict[str, RegistryEntry] = {
     "llm": RegistryEntry("probsig_jax.experiments.llm",
                          "E4: Qwen2.5-architecture model trained from scratch on a corpus (default: the embedded "
                          "Python stdlib); embedding vs signature alignment over training"),
+    "llm-edit": RegistryEntry("probsig_jax.experiments.llm_edit",
+                              "E4 intervention: edit the corpus (default: a planted cluster), predict the change "
+                              "of W_E / W_U similarity from the counts, train baseline and edited models from one "
+                              "initialisation and measure it"),
     "ladder": RegistryEntry("probsig_jax.experiments.ladder",
                             "E4 ladder (a, b): the exact bigram model over the corpus's top-K tokens, gradient descent "
                             "vs the closed form, Adam vs the gradient-flow and sign-descent predictions"),

@@ -30,6 +30,7 @@ from probsig_jax.analysis.alignment import (AlignmentConfig, AlignmentTracker, C
                                             weight_similarities)
 from probsig_jax.analysis.geometry import cluster_order
 from probsig_jax.analysis.metrics import offdiagonal, pearson, spearman
+from probsig_jax.analysis.significance import mantel_test
 from probsig_jax.config_base import Config
 from probsig_jax.experiments.report import interval_text, with_interval
 from probsig_jax.corpus.token_sets import select_token_sets
@@ -177,21 +178,29 @@ def similarity_targets(pc: CorpusPairCounts, modes, t: float, token_set: TokenSe
 
 def analyse_corpus(ids: np.ndarray, vocab_size: int, tokenizer, vocab_map: VocabularyMap,
                    config: CorpusAnalysisConfig, alignment: AlignmentConfig, *, seed: int = 0,
-                   quiet: bool = True) -> CorpusAlignment:
+                   quiet: bool = True, token_sets: list[TokenSet] | None = None) -> CorpusAlignment:
     """Count ``ids`` (model ids), take the truncated SVDs, choose the token sets, compute the targets and the
     competing predictors (``frequency``, ``{input,output}_{ppmi,sppmi}``: :mod:`probsig_jax.signatures.baselines`).
 
-    The result depends on the data and the settings only, so it is computed once per process for a given
-    stream (a multi-seed run shares it)."""
+    ``token_sets`` (e.g. those of another part of the corpus, for held-out signatures) replaces the choice; each
+    of their tokens must occur in ``ids`` as context and as label. The result depends on the data and the
+    settings only, so it is computed once per process for a given stream (a multi-seed run shares it)."""
     config, alignment = config.validate(), alignment.validate()
     check_corpus_alignment(alignment)
     key = (hashlib.sha256(np.ascontiguousarray(ids).tobytes()).hexdigest(), int(vocab_size), tokenizer.name,
-           config, alignment, int(seed))
+           config, alignment, int(seed),
+           None if token_sets is None else tuple((s.name, tuple(s.ids)) for s in token_sets))
     if key in _ANALYSIS_CACHE:
         return _ANALYSIS_CACHE[key]
     pc = count_context_pairs(ids, vocab_size, config.window, quiet=quiet)
     modes, t = theory_time(pc, config.theory_rank, config.theory_growth, seed=seed, method=config.theory_svd)
-    token_sets = select_token_sets(pc, tokenizer, vocab_map, alignment, exclude_tokenizer_ids=[tokenizer.eos_id])
+    if token_sets is None:
+        token_sets = select_token_sets(pc, tokenizer, vocab_map, alignment, exclude_tokenizer_ids=[tokenizer.eos_id])
+    for s in token_sets:
+        missing = [label for i, label in zip(s.ids, s.labels) if pc.context_weights[i] == 0 or pc.label_counts[i] == 0]
+        require(not missing, "held_out_signatures",
+                f"tokens of set {s.name!r} have no signature in this part of the corpus: {missing[:5]}; "
+                "use a larger part or a larger corpus")
     vectors = {f"{side}_{name}": ppmi_vectors(pc, side=side, rank=config.theory_rank, shift=shift, seed=seed)
                for side in ("input", "output") for name, shift in (("ppmi", 1.0), ("sppmi", SPPMI_SHIFT))}
     targets = {}
@@ -217,6 +226,39 @@ PREDICTORS = {"W_E": ("embedding", "phi_next", {"phi_next": "input_signature", "
                                                  "ppmi": "output_ppmi", "sppmi_5": "output_sppmi",
                                                  "frequency": "frequency"})}
 """Per weight: its similarity name, the reference predictor, and predictor name -> target name."""
+
+
+HELD_OUT_ROWS = {"W_E vs phi_next": ("embedding", "input_signature"),
+                 "W_E vs theory": ("embedding", "theory_embedding"),
+                 "W_U vs phi_pre": ("unembedding", "output_signature"),
+                 "W_U vs theory": ("unembedding", "theory_unembedding")}
+
+
+def held_out_table(in_sample: CorpusAlignment, held_out: CorpusAlignment, weights: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """Per token set and row of ``HELD_OUT_ROWS``: the Pearson of the weights with the in-sample target (counts of
+    the model's own training stream) and with the held-out one (counts of a part the model never saw), the drop
+    ``in - held`` with its paired token-bootstrap interval and the held-out r's Mantel p (chance 0, ceiling 1);
+    and how well the two parts' signatures agree with each other (``signature_agreement``, no weights)."""
+    config = in_sample.config
+    out: dict[str, Any] = {}
+    for s in in_sample.token_sets:
+        sims = weight_similarities(weights, s)
+        a, b = in_sample.targets[s.name], held_out.targets[s.name]
+        rows = {}
+        for label, (weight, target) in HELD_OUT_ROWS.items():
+            diff = correlation_difference(sims[weight], b[target], a[target], config)
+            row = {"in_sample": diff["r_reference"], "held_out": diff["r_predictor"], "drop": -diff["value"]}
+            if "ci_low" in diff:
+                row["drop_ci_low"], row["drop_ci_high"] = -diff["ci_high"], -diff["ci_low"]
+            if config.permutations:
+                row["held_out_p"] = mantel_test(sims[weight], b[target], permutations=config.permutations,
+                                                seed=config.statistics_seed)["p"]
+            rows[label] = row
+        out[s.name] = {"rows": rows, "signature_agreement": {
+            side: pearson(offdiagonal(a[f"{side}_signature"]), offdiagonal(b[f"{side}_signature"]))
+            for side in ("input", "output")}}
+    return out
 
 
 def model_weights(model) -> dict[str, np.ndarray]:
@@ -299,6 +341,15 @@ def corpus_summary_lines(metrics: dict[str, Any]) -> list[str]:
                      f"from the signatures (at small growth it is their cosine up to the rank-{metrics['theory']['rank']} "
                      f"truncation, by construction), so what it adds is r(W_E, theory) - r(W_E, phi_next) = "
                      f"{added['value']:+.3f}{interval_text(added)}")
+    held = metrics.get("held_out_signatures")
+    for name, block in (held or {}).get("token_sets", {}).items():
+        cells = "; ".join(f"{label} {r['in_sample']:.3f} in-sample -> {r['held_out']:.3f} held-out (drop "
+                          f"{r['drop']:+.3f}{interval_text(r, 'drop_ci_low', 'drop_ci_high')})"
+                          for label, r in block["rows"].items())
+        agree = block["signature_agreement"]
+        lines.append(f"{name}: signatures from the held-out {held['fraction']:g} of the corpus "
+                     f"({held['signature_tokens']:,} tokens the model never saw): {cells}; the two parts' own "
+                     f"signatures agree at Pearson {agree['input']:.3f} (phi_next) / {agree['output']:.3f} (phi_pre)")
     return lines
 
 

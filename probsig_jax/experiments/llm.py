@@ -26,7 +26,7 @@ from probsig_jax.corpus.edits import CorpusEdit, apply_corpus_edit
 from probsig_jax.experiments import Experiment
 from probsig_jax.experiments.corpus_alignment import (
     CORPUS_ALIGNMENT, TRAINING_COMPARISONS, CorpusAlignment, CorpusAnalysisConfig, analyse_corpus,
-    check_corpus_alignment, corpus_summary_lines, model_weights, save_alignment_arrays, write_alignment_figures,
+    check_corpus_alignment, corpus_summary_lines, held_out_table, model_weights, save_alignment_arrays, write_alignment_figures,
 )
 from probsig_jax.models.qwen2 import PRESETS as MODEL_PRESETS
 from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM, save_pretrained
@@ -57,6 +57,10 @@ class LLMExperimentConfig(Config):
     """Map the token ids that occur in the corpus to a dense range (the model gets only those rows)."""
     eval_fraction: float = 0.05
     """Fraction of the token stream held out for the evaluation loss (the end of the stream)."""
+    held_out_signatures: float = 0.0
+    """Fraction of the stream (its start) set aside for held-out signatures: the model trains on the rest, and
+    the alignment is measured against signatures and theory from both its own training stream and that part,
+    which it never sees (0 = off)."""
     model_preset: Literal["tiny", "small"] = "tiny"
     """Qwen2 architecture preset (untied embeddings); its vocab_size is replaced by the corpus's."""
     hidden_size: int = 0
@@ -88,6 +92,7 @@ class LLMExperimentConfig(Config):
         require(isinstance(self.tokenizer, str) and self.tokenizer != "", "tokenizer", "must name a tokenizer")
         require_int(self.num_workers, "num_workers", minimum=1, maximum=256)
         require_float(self.eval_fraction, "eval_fraction", minimum=0.0, maximum=0.5, strict_minimum=True)
+        require_float(self.held_out_signatures, "held_out_signatures", minimum=0.0, maximum=0.9)
         require(self.model_preset in ("tiny", "small"), "model_preset", f"must be tiny or small, got {self.model_preset!r}")
         require_int(self.hidden_size, "hidden_size", minimum=0, maximum=65536)
         require_int(self.num_layers, "num_layers", minimum=0, maximum=256)
@@ -133,9 +138,7 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
     (:class:`~probsig_jax.training.metrics_log.MetricsLog`)."""
     config = config.resolved().validate()
     tic = time.perf_counter()
-    tokenizer = load_tokenizer(config.tokenizer)
-    shards = tokenize_corpus(config.corpus, tokenizer, config.cache_dir, num_workers=config.num_workers, quiet=quiet)
-    stream = np.asarray(shards.tokens())
+    tokenizer, shards, stream = load_corpus_stream(config, quiet=quiet)
     edited = apply_corpus_edit(stream, config.edit)
     stream = edited.tokens
     if config.compact_vocab:
@@ -143,16 +146,20 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
     else:
         vocab_map = VocabularyMap.identity(tokenizer.vocab_size)
     ids = vocab_map.to_compact(stream)
-    require(ids.size >= 4 * config.run.seq_len, "corpus_source",
-            f"{config.corpus.source} gives only {ids.size} tokens, fewer than the 4 windows of seq_len "
-            f"{config.run.seq_len} that training and evaluation need: use a larger corpus or a smaller --seq-len")
-    train_ids, eval_ids = split_stream(ids, config.eval_fraction, config.run.seq_len)
+    cut = int(round(config.held_out_signatures * ids.size))
+    signature_ids, ids = ids[:cut], ids[cut:]
+    train_ids, eval_ids = split_model_stream(config, ids)
     prepare_s = time.perf_counter() - tic
 
     tic = time.perf_counter()
     # The analysis is a property of the data: its SVD seed is fixed, so every training seed shares it.
     alignment = analyse_corpus(train_ids, vocab_map.size, tokenizer, vocab_map, config.analysis, config.alignment,
                                seed=0, quiet=quiet)
+    held_out = None
+    if cut:
+        require(signature_ids.size >= 2, "held_out_signatures", f"leaves {signature_ids.size} tokens to count")
+        held_out = analyse_corpus(signature_ids, vocab_map.size, tokenizer, vocab_map, config.analysis,
+                                  config.alignment, seed=0, quiet=quiet, token_sets=alignment.token_sets)
     analysis_s = time.perf_counter() - tic
     tracker = alignment.tracker()
     digit_set = next((s for s in alignment.token_sets if s.name == "digits"), None)
@@ -178,9 +185,7 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
     evals = training.evals
     metrics = {
         "experiment": "llm",
-        "corpus": {"source": config.corpus.source, "tokens": int(stream.size), "documents":
-                   shards.manifest.get("documents"), "bytes": shards.manifest.get("bytes"),
-                   "malformed": shards.malformed, "shard_dir": str(shards.directory)},
+        "corpus": corpus_record(config, shards, stream),
         "edit": edited.record(),
         "vocabulary": {"tokenizer": tokenizer.name, "tokenizer_vocab": tokenizer.vocab_size,
                        "model_vocab": vocab_map.size, "compacted": config.compact_vocab},
@@ -196,10 +201,37 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
         "steps": config.train.total_steps, "resumed_from": training.resumed_from,
         "evals": [{k: v for k, v in e.items() if k != DIGIT_SNAPSHOT_KEY} for e in evals],
         "token_sets": alignment.metrics(final_weights, "trained"),
+        **({} if held_out is None else {"held_out_signatures": {
+            "fraction": config.held_out_signatures, "signature_tokens": int(signature_ids.size),
+            "token_sets": held_out_table(alignment, held_out, final_weights)}}),
         "timing_s": {"tokenize_and_map": prepare_s, "signatures_and_theory": analysis_s, "train": train_s},
     }
     return LLMResult(config, metrics, training, alignment, final_weights, model_config, vocab_map,
                      None if metrics_jsonl is None else Path(metrics_jsonl))
+
+
+def load_corpus_stream(config: LLMExperimentConfig, *, quiet: bool = False):
+    """``(tokenizer, shards, stream)``: the config's tokenizer, its (cached) token shards of the corpus and the
+    whole stream as one 1-D array of tokenizer ids."""
+    tokenizer = load_tokenizer(config.tokenizer)
+    shards = tokenize_corpus(config.corpus, tokenizer, config.cache_dir, num_workers=config.num_workers, quiet=quiet)
+    return tokenizer, shards, np.asarray(shards.tokens())
+
+
+def split_model_stream(config: LLMExperimentConfig, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(train_ids, eval_ids)``: a stream of model ids split at ``1 - eval_fraction`` (window-aligned); a clear
+    error when the corpus is too short for the windows."""
+    require(ids.size >= 4 * config.run.seq_len, "corpus_source",
+            f"{config.corpus.source} gives only {ids.size} tokens, fewer than the 4 windows of seq_len "
+            f"{config.run.seq_len} that training and evaluation need: use a larger corpus or a smaller --seq-len")
+    return split_stream(ids, config.eval_fraction, config.run.seq_len)
+
+
+def corpus_record(config: LLMExperimentConfig, shards, stream: np.ndarray) -> dict[str, Any]:
+    """What a run writes about its corpus: source, token count, documents, bytes, malformed records, shards."""
+    return {"source": config.corpus.source, "tokens": int(stream.size), "documents":
+            shards.manifest.get("documents"), "bytes": shards.manifest.get("bytes"),
+            "malformed": shards.malformed, "shard_dir": str(shards.directory)}
 
 
 RESUME_IGNORED = ("cache_dir", "num_workers")

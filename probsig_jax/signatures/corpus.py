@@ -39,7 +39,8 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
 from probsig_jax.signatures.pair_counts import (MAX_DENSE_ENTRIES, CorpusPairCounts, check_token_ids,
-                                                count_context_pairs, count_context_pairs_counter)
+                                                count_context_pairs, count_context_pairs_counter,
+                                                update_context_pairs)
 from probsig_jax.validation import require, require_int
 
 Side = Literal["input", "output"]
@@ -185,4 +186,5 @@ __all__ = [
     "signature_matrix_operator",
     "signature_similarity",
     "top_tokens",
+    "update_context_pairs",
 ]

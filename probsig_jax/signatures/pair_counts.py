@@ -333,4 +333,51 @@ def count_context_pairs_counter(arrays: Iterable[np.ndarray] | np.ndarray, vocab
     return _finish(counts, label_counts, first, n_tokens, w, V)
 
 
-__all__ = ["CorpusPairCounts", "MAX_DENSE_ENTRIES", "check_token_ids", "count_context_pairs", "count_context_pairs_counter"]
+def _pairs_at(stream: np.ndarray, labels: np.ndarray, window: int, V: int) -> sp.csr_matrix:
+    """(V, V) counts of the pairs whose label position is in ``labels`` (sorted, distinct, >= 1)."""
+    rows, cols = [], []
+    for k in range(1, window + 1):
+        at = labels[labels >= k]
+        rows.append(stream[at - k])
+        cols.append(stream[at])
+    r, c = np.concatenate(rows).astype(np.int64), np.concatenate(cols).astype(np.int64)
+    return sp.csr_matrix((np.ones(r.size, np.int64), (r, c)), shape=(V, V))
+
+
+def update_context_pairs(pc: CorpusPairCounts, old_stream: np.ndarray, new_stream: np.ndarray,
+                         positions: np.ndarray) -> CorpusPairCounts:
+    """The counts of ``new_stream`` from those of ``old_stream`` (``pc``), where the two streams differ only at
+    ``positions``: an incremental update that touches only the pairs whose label or context is a changed token.
+
+    Cost O(|positions| w log) instead of a pass over the stream; equal to :func:`count_context_pairs` of
+    ``new_stream`` exactly (tested). Both streams are one 1-D array each (not shards), of the same length, with
+    ids in ``[0, V)``; ``positions`` may list unchanged positions too (they cancel).
+    """
+    old, new = np.asarray(old_stream), np.asarray(new_stream)
+    require(old.ndim == 1 and old.shape == new.shape and old.size == pc.num_positions + 1, "new_stream",
+            f"must be a 1-D stream of the counted length {pc.num_positions + 1}, got {new.shape} (old {old.shape})")
+    pos = np.unique(np.asarray(positions, dtype=np.int64))
+    require(pos.size == 0 or (pos[0] >= 0 and pos[-1] < old.size), "positions",
+            f"must be indices in [0, {old.size - 1}]")
+    if pos.size:
+        require(int(new[pos].max()) < pc.vocab_size and int(new[pos].min()) >= 0, "new_stream",
+                f"ids must be in [0, {pc.vocab_size - 1}]")
+    require(np.array_equal(np.delete(old, pos), np.delete(new, pos)), "positions",
+            "must include every position where the streams differ")
+    V, w = pc.vocab_size, pc.window
+    labels = np.unique((pos[:, None] + np.arange(w + 1)[None, :]).ravel())
+    labels = labels[(labels >= 1) & (labels < old.size)]
+    counts = pc.counts
+    if labels.size:
+        counts = (counts + _pairs_at(new, labels, w, V) - _pairs_at(old, labels, w, V)).tocsr()
+        counts.eliminate_zeros()
+        counts.sort_indices()
+    label_counts = pc.label_counts.copy()
+    changed = pos[pos >= 1]
+    np.add.at(label_counts, old[changed].astype(np.int64), -1)
+    np.add.at(label_counts, new[changed].astype(np.int64), 1)
+    return CorpusPairCounts(counts.astype(np.int64), w, V, pc.num_positions, label_counts, int(new[0]))
+
+
+__all__ = ["CorpusPairCounts", "MAX_DENSE_ENTRIES", "check_token_ids", "count_context_pairs", "count_context_pairs_counter",
+           "update_context_pairs"]
