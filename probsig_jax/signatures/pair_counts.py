@@ -333,15 +333,26 @@ def count_context_pairs_counter(arrays: Iterable[np.ndarray] | np.ndarray, vocab
     return _finish(counts, label_counts, first, n_tokens, w, V)
 
 
-def _pairs_at(stream: np.ndarray, labels: np.ndarray, window: int, V: int) -> sp.csr_matrix:
-    """(V, V) counts of the pairs whose label position is in ``labels`` (sorted, distinct, >= 1)."""
-    rows, cols = [], []
-    for k in range(1, window + 1):
-        at = labels[labels >= k]
-        rows.append(stream[at - k])
-        cols.append(stream[at])
+def _sorted_distinct(x: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an int64 array (a sort, cheaper here than numpy's hash-based ``unique``)."""
+    x = np.sort(x)
+    return x[np.concatenate(([True], x[1:] != x[:-1]))] if x.size else x
+
+
+def _pair_delta(old: np.ndarray, new: np.ndarray, labels: np.ndarray, window: int, V: int) -> sp.csr_matrix:
+    """(V, V) change of the counts: the pairs whose label position is in ``labels`` (sorted, distinct, >= 1), those
+    of ``new`` counted +1 and those of ``old`` -1, summed into one sparse matrix."""
+    rows, cols, signs = [], [], []
+    for stream, sign in ((new, 1), (old, -1)):
+        for k in range(1, window + 1):
+            at = labels[labels >= k]
+            rows.append(stream[at - k])
+            cols.append(stream[at])
+            signs.append(np.full(at.size, sign, np.int64))
     r, c = np.concatenate(rows).astype(np.int64), np.concatenate(cols).astype(np.int64)
-    return sp.csr_matrix((np.ones(r.size, np.int64), (r, c)), shape=(V, V))
+    delta = sp.csr_matrix((np.concatenate(signs), (r, c)), shape=(V, V))
+    delta.eliminate_zeros()
+    return delta
 
 
 def update_context_pairs(pc: CorpusPairCounts, old_stream: np.ndarray, new_stream: np.ndarray,
@@ -349,34 +360,36 @@ def update_context_pairs(pc: CorpusPairCounts, old_stream: np.ndarray, new_strea
     """The counts of ``new_stream`` from those of ``old_stream`` (``pc``), where the two streams differ only at
     ``positions``: an incremental update that touches only the pairs whose label or context is a changed token.
 
-    Cost O(|positions| w log) instead of a pass over the stream; equal to :func:`count_context_pairs` of
-    ``new_stream`` exactly (tested). Both streams are one 1-D array each (not shards), of the same length, with
-    ids in ``[0, V)``; ``positions`` may list unchanged positions too (they cancel).
+    Cost O(|positions| w log) plus one pass comparing the streams (the check that ``positions`` lists every change)
+    instead of a count of the stream; equal to :func:`count_context_pairs` of ``new_stream`` exactly (tested). Both
+    streams are one 1-D array each (not shards), of the same length, with ids in ``[0, V)``; ``positions`` may list
+    unchanged positions too (they cancel).
     """
     old, new = np.asarray(old_stream), np.asarray(new_stream)
     require(old.ndim == 1 and old.shape == new.shape and old.size == pc.num_positions + 1, "new_stream",
             f"must be a 1-D stream of the counted length {pc.num_positions + 1}, got {new.shape} (old {old.shape})")
-    pos = np.unique(np.asarray(positions, dtype=np.int64))
+    pos = _sorted_distinct(np.asarray(positions, dtype=np.int64).ravel())
     require(pos.size == 0 or (pos[0] >= 0 and pos[-1] < old.size), "positions",
             f"must be indices in [0, {old.size - 1}]")
     if pos.size:
         require(int(new[pos].max()) < pc.vocab_size and int(new[pos].min()) >= 0, "new_stream",
                 f"ids must be in [0, {pc.vocab_size - 1}]")
-    require(np.array_equal(np.delete(old, pos), np.delete(new, pos)), "positions",
+    differ = np.flatnonzero(old != new)
+    require(differ.size <= pos.size and np.isin(differ, pos, assume_unique=True).all(), "positions",
             "must include every position where the streams differ")
     V, w = pc.vocab_size, pc.window
-    labels = np.unique((pos[:, None] + np.arange(w + 1)[None, :]).ravel())
+    labels = _sorted_distinct((pos[:, None] + np.arange(w + 1)[None, :]).ravel())
     labels = labels[(labels >= 1) & (labels < old.size)]
     counts = pc.counts
     if labels.size:
-        counts = (counts + _pairs_at(new, labels, w, V) - _pairs_at(old, labels, w, V)).tocsr()
+        counts = (counts + _pair_delta(old, new, labels, w, V)).tocsr()
         counts.eliminate_zeros()
         counts.sort_indices()
     label_counts = pc.label_counts.copy()
     changed = pos[pos >= 1]
     np.add.at(label_counts, old[changed].astype(np.int64), -1)
     np.add.at(label_counts, new[changed].astype(np.int64), 1)
-    return CorpusPairCounts(counts.astype(np.int64), w, V, pc.num_positions, label_counts, int(new[0]))
+    return CorpusPairCounts(counts.astype(np.int64, copy=False), w, V, pc.num_positions, label_counts, int(new[0]))
 
 
 __all__ = ["CorpusPairCounts", "MAX_DENSE_ENTRIES", "check_token_ids", "count_context_pairs", "count_context_pairs_counter",
