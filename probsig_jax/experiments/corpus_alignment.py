@@ -37,8 +37,8 @@ from probsig_jax.corpus.token_sets import select_token_sets
 from probsig_jax.corpus.vocab import VocabularyMap
 from probsig_jax.signatures.baselines import frequency_similarity, ppmi_similarity, ppmi_vectors
 from probsig_jax.signatures.corpus import CorpusPairCounts, count_context_pairs, signature_similarity
-from probsig_jax.theory.corpus import max_modes, predicted_similarity, time_for_growth, truncated_signature_modes
-from probsig_jax.validation import require, require_float, require_int
+from probsig_jax.theory.corpus import predicted_similarity, signature_modes_for_rank, time_for_growth
+from probsig_jax.validation import renamed_field, require, require_float, require_int
 
 CORPUS_ALIGNMENT = AlignmentConfig(similarity="cosine_Q", topk=5, strong_pair_percent=5.0,
                                    token_sets=("top", "digits"), top_tokens=100)
@@ -154,9 +154,8 @@ def theory_time(pc: CorpusPairCounts, rank: int, growth: float, seed: int = 0, m
     """``(modes, t)``: the truncated SVD of M (``rank`` modes, at most what the solver accepts for this
     corpus, :func:`~probsig_jax.theory.corpus.max_modes`) and the time at which the leading mode has grown
     ``growth``-fold."""
-    rank = min(int(rank), max_modes(pc, method))
-    require(rank >= 1, "theory_rank", f"the corpus supports no singular mode (vocabulary {pc.vocab_size})")
-    modes = truncated_signature_modes(pc, rank, method=method, seed=seed)
+    with renamed_field("theory_"):
+        modes = signature_modes_for_rank(pc, rank, method=method, seed=seed)
     return modes, time_for_growth(modes, growth)
 
 

@@ -38,7 +38,7 @@ from probsig_jax.experiments import Experiment
 from probsig_jax.experiments.llm import LLMExperimentConfig, corpus_record, load_corpus_stream, split_model_stream
 from probsig_jax.models.qwen2 import Qwen2LM
 from probsig_jax.signatures.corpus import count_context_pairs, signature_similarity, top_tokens
-from probsig_jax.theory.corpus import predicted_similarity_change
+from probsig_jax.theory.corpus import predicted_similarity_change, signature_modes_for_rank
 from probsig_jax.training.lm_loop import train_language_model
 from probsig_jax.training.token_windows import TokenWindows
 from probsig_jax.validation import require, require_float, require_int, require_seed
@@ -175,12 +175,14 @@ def run_llm_edit(config: LLMEditConfig, *, work_dir: str | Path | None = None, q
 
     predicted: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     a = base.analysis
+    modes = {name: signature_modes_for_rank(pc, a.theory_rank, method=a.theory_svd) for name, pc in counts.items()}
     for name in edited:
         predicted[name] = {}
         for side, (sig_side, _) in SIDES.items():
             predicted[name][side] = {
                 "theory": predicted_similarity_change(counts["baseline"], counts[name], ids, rank=a.theory_rank,
-                                                      growth=a.theory_growth, side=side, method=a.theory_svd),
+                                                      growth=a.theory_growth, side=side,
+                                                      modes=(modes["baseline"], modes[name])),
                 "signature": (signature_similarity(counts[name], ids, side=sig_side, kind="cosine")
                               - signature_similarity(counts["baseline"], ids, side=sig_side, kind="cosine"))}
 

@@ -236,28 +236,35 @@ def predicted_similarity(modes: SignatureModes, tokens, t: float,
     return C
 
 
-__all__ = ["max_modes", "predicted_similarity", "time_for_growth", "truncated_signature_modes"]
+__all__ = ["max_modes", "predicted_similarity", "predicted_similarity_change", "signature_modes_for_rank",
+           "time_for_growth", "truncated_signature_modes"]
+
+
+def signature_modes_for_rank(pc: CorpusPairCounts, rank: int, *, method: Method = "arpack", seed: int = 0
+                             ) -> SignatureModes:
+    """:func:`truncated_signature_modes` with ``rank`` capped at what the counts support (:func:`max_modes`)."""
+    k = min(int(rank), max_modes(pc, method))
+    require(k >= 1, "rank", f"the counts support no singular mode (vocabulary {pc.vocab_size})")
+    return truncated_signature_modes(pc, k, method=method, seed=seed)
 
 
 def predicted_similarity_change(pc_base: CorpusPairCounts, pc_edited: CorpusPairCounts, tokens, *, rank: int,
                                 growth: float, side: Literal["embedding", "unembedding"] = "embedding",
-                                include_init: bool = False, method: Method = "arpack", seed: int = 0
-                                ) -> np.ndarray:
+                                include_init: bool = False, method: Method = "arpack", seed: int = 0,
+                                modes: tuple[SignatureModes, SignatureModes] | None = None) -> np.ndarray:
     """(|T|, |T|) the change of predicted similarity an edit of the corpus causes, from the counts alone (before any
     training): :func:`predicted_similarity` of the edited counts minus that of the baseline counts, each from its own
     ``rank`` leading modes at the time its leading mode has grown ``growth``-fold (:func:`time_for_growth`).
 
     ``pc_base`` and ``pc_edited`` must share the vocabulary (the same ids); ``tokens`` are ids of it. The diagonal
     is 0. Compare with the measured change ``S(trained on edited) - S(trained on baseline)`` of two models from one
-    initialisation and batch order; pairs the edit does not touch give the null.
+    initialisation and batch order; pairs the edit does not touch give the null. ``modes``: the two streams' modes
+    from :func:`signature_modes_for_rank` when already computed (one SVD per stream for both sides and every edit).
     """
     require(pc_base.vocab_size == pc_edited.vocab_size, "pc_edited",
             f"must share the baseline's vocabulary ({pc_base.vocab_size}), got {pc_edited.vocab_size}")
-    out = []
-    for pc in (pc_base, pc_edited):
-        k = min(int(rank), max_modes(pc, method))
-        require(k >= 1, "rank", f"the counts support no singular mode (vocabulary {pc.vocab_size})")
-        modes = truncated_signature_modes(pc, k, method=method, seed=seed)
-        out.append(predicted_similarity(modes, tokens, time_for_growth(modes, growth), side=side,
-                                        include_init=include_init))
+    if modes is None:
+        modes = tuple(signature_modes_for_rank(pc, rank, method=method, seed=seed) for pc in (pc_base, pc_edited))
+    out = [predicted_similarity(m, tokens, time_for_growth(m, growth), side=side, include_init=include_init)
+           for m in modes]
     return np.asarray(out[1]) - np.asarray(out[0])
