@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     # The default shard cache (verified before reuse): tokenization is not what this benchmark measures.
     stream = np.asarray(tokenize_corpus(config, tokenizer, "", num_workers=2, quiet=True).tokens())
     vocab_map = VocabularyMap.from_tokens([stream], tokenizer.vocab_size, always_keep=[tokenizer.eos_id])
-    ids = vocab_map.to_compact(stream).astype(np.int64)
+    ids = vocab_map.to_compact(stream)                    # int32 compact ids, the dtype E4 counts and trains on
     ids = np.resize(ids, args.tokens)                    # repeated (or cut) to the requested length
     V = vocab_map.size
     eos = int(vocab_map.to_compact(np.asarray([tokenizer.eos_id]))[0])

@@ -8,7 +8,8 @@ field's type annotation chooses the parser: int, float, str, bool (``--flag/--no
 ...]`` for classes with a ``parse(text, field)`` classmethod (comma-separated items), ``X | None`` (``none``
 for None), and classes with an ``assignment_target`` (``FIELD=VALUE``, the value parsed by the target
 config's field type, e.g. data edits). Field metadata ``{"option": name, "repeat": True}`` renames an option
-and makes it repeatable (one item per use). The field's docstring (the string literal under it) becomes
+and makes it repeatable (one item per use); ``{"many": True}`` on a tuple field takes one or more values after
+the option (``--checkpoint A B``, each value may itself be a comma list). The field's docstring (the string literal under it) becomes
 the help text.
 """
 
@@ -144,12 +145,14 @@ def _shown(value: Any) -> str:
 @dataclass(frozen=True)
 class Option:
     """One generated option: its argparse ``dest``, the field's dotted ``path`` in the config, the field's
-    type ``annotation`` and whether it repeats (``append``: one item per use)."""
+    type ``annotation``, whether it repeats (``append``: one item per use) and whether it takes several values
+    after one use (``many``: ``nargs="+"``)."""
 
     dest: str
     path: str
     annotation: Any
     repeat: bool = False
+    many: bool = False
 
 
 def _skipped(cls) -> set[str]:
@@ -182,7 +185,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls, base: Any | None = 
             if dest in owners:
                 raise RuntimeError(f"option --{dest} of {path}{f.name} clashes with {owners[dest]}")
             owners[dest] = path + f.name
-            repeat = bool(f.metadata.get("repeat"))
+            repeat, many = bool(f.metadata.get("repeat")), bool(f.metadata.get("many"))
             default = getattr(obj, f.name) if obj is not None else f.default
             shown = "; ".join(map(str, default)) if repeat else _shown(default)
             kind = _describe(get_args(annotation)[0]) + ", repeatable" if repeat else _describe(annotation)
@@ -193,8 +196,9 @@ def add_config_options(parser: argparse.ArgumentParser, cls, base: Any | None = 
             else:
                 choices = get_args(annotation) if get_origin(annotation) is Literal else None
                 group.add_argument(option_name(dest), dest=dest, default=argparse.SUPPRESS, metavar=f.name.upper(),
-                                   choices=choices, help=help_text, action="append" if repeat else "store")
-            options.append(Option(dest, path + f.name, annotation, repeat))
+                                   choices=choices, help=help_text, action="append" if repeat else "store",
+                                   nargs="+" if many else None)
+            options.append(Option(dest, path + f.name, annotation, repeat, many))
         for f, child in nested:
             inner = {p.split(".", 1)[1] for p in skip if p.startswith(f.name + ".")} | _skipped(child)
             doc = (inspect.getdoc(child) or child.__name__).splitlines()[0]
@@ -255,6 +259,8 @@ def apply_config_options(config, namespace: argparse.Namespace, options: list[Op
         if option.repeat:
             item = get_args(option.annotation)[0]
             value = tuple(parse_value(text, item, option.dest) for text in raw)
+        elif option.many:
+            value = tuple(v for text in raw for v in parse_value(text, option.annotation, option.dest))
         else:
             value = raw if isinstance(raw, bool) else parse_value(raw, option.annotation, option.dest)
         config = _set(config, option.path, value)

@@ -89,3 +89,12 @@ def test_corpus_edit_benchmark_quick(tmp_path):
     summary = run_quick("corpus_edit.py", tmp_path / "edit.json")["summary"]
     assert summary["counts_equal"] and summary["edited_positions"] > 0
     assert summary["count_speedup"]["min"] > 0 and summary["ours_total_median_s"] > 0
+
+
+def test_hf_embedding_read_benchmark_quick(tmp_path):
+    """Quick run (about 15 s: three fresh interpreters): the reader's embeddings equal those of the full load."""
+    result = run_quick("hf_embedding_read.py", tmp_path / "hf.json")
+    summary = result["summary"]
+    assert summary["embeddings_equal"] and summary["shards"] == 4
+    assert summary["reader_median_s"] > 0 and summary["all_tensors_peak_rss_mib"] > 0
+    assert set(result["timing"]) == {"reader", "all_tensors", "imports_only"}

@@ -150,12 +150,11 @@ def test_the_predicted_similarity_change_of_a_planted_cluster_is_on_its_pairs():
         predicted_similarity_change(pcs[0], count_context_pairs(base_stream, V + 1), tokens, rank=5, growth=3.0)
 
 
-@pytest.mark.parametrize("window", [1, 3])
-def test_incremental_count_update_equals_a_recount(window):
+@pytest.mark.parametrize("window,V", [(1, 60), (3, 60), (2, 50_000)])   # V = 50000: int64 pair codes
+def test_incremental_count_update_equals_a_recount(window, V):
     from probsig_jax.signatures.corpus import count_context_pairs, update_context_pairs
 
     rng = np.random.default_rng(window)
-    V = 60
     old = rng.integers(0, V, 5000)
     new = old.copy()
     positions = np.concatenate([[0, 1, old.size - 1], rng.choice(old.size, 300, replace=False)])
@@ -164,8 +163,14 @@ def test_incremental_count_update_equals_a_recount(window):
     updated = update_context_pairs(pc, old, new, np.concatenate([positions, [17]]))   # 17: unchanged, cancels
     fresh = count_context_pairs(new, V, window)
     assert (updated.counts != fresh.counts).nnz == 0 and updated.counts.nnz == fresh.counts.nnz
+    # the same canonical CSR (sorted indices, no stored zeros), not just equal values
+    np.testing.assert_array_equal(updated.counts.indptr, fresh.counts.indptr)
+    np.testing.assert_array_equal(updated.counts.indices, fresh.counts.indices)
     np.testing.assert_array_equal(updated.label_counts, fresh.label_counts)
     assert updated.first_token == fresh.first_token and updated.num_positions == fresh.num_positions
     # a changed position left out of the list is refused, not silently miscounted
     with pytest.raises(ConfigError, match="positions"):
         update_context_pairs(pc, old, new, positions[1:])
+    if V > 1000:   # nearly every pair is distinct: counts of another stream would go negative
+        with pytest.raises(ConfigError, match="^old_stream: "):
+            update_context_pairs(fresh, old, new, positions)

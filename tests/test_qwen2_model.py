@@ -90,7 +90,7 @@ def test_config_from_file_dir_and_v5_rope_parameters(tmp_path):
     ({"hidden_act": "gelu"}, "hidden_act"),
     ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_scaling"),
     ({"layer_types": ["full_attention", "sliding_attention"]}, "layer_types"),
-    ({"model_type": "llama"}, "model_type"),
+    ({"model_type": "gemma"}, "model_type"),
 ])
 def test_bad_config_names_the_field(changes, field):
     hf = {**RELEASED_0_5B, **changes}

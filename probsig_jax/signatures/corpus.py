@@ -38,9 +38,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
+from probsig_jax.signatures.pair_count_update import update_context_pairs
 from probsig_jax.signatures.pair_counts import (MAX_DENSE_ENTRIES, CorpusPairCounts, check_token_ids,
-                                                count_context_pairs, count_context_pairs_counter,
-                                                update_context_pairs)
+                                                count_context_pairs, count_context_pairs_counter)
 from probsig_jax.validation import require, require_int
 
 Side = Literal["input", "output"]

@@ -1,11 +1,14 @@
 """Qwen2 / Qwen2.5 port (PAPER section 6): config, Flax NNX model, HF safetensors checkpoints.
 
+One implementation covers the Qwen2, Llama and Mistral families (``Qwen2Config.model_type``: ``qwen2``,
+``llama``, ``mistral``); ``load_pretrained`` reads any of them, ``save_pretrained`` writes the family back.
+
 ```python
 from probsig_jax.models.qwen2 import PRESETS, Qwen2LM, load_pretrained, num_parameters
 from flax import nnx
 model = Qwen2LM(PRESETS["tiny"], rngs=nnx.Rngs(0))
 logits_NxTxV = model(input_ids_NxT)
-config, model = load_pretrained("path/to/Qwen2.5-0.5B")   # a local HF directory, no torch needed
+config, model = load_pretrained("path/to/Qwen2.5-0.5B")   # a local HF directory (or a Llama / Mistral one)
 tokens_NxT2 = generate(model, prompt_NxT, max_new_tokens=20)  # greedy, KV cache
 ```
 """

@@ -1,5 +1,8 @@
-"""Read and write Hugging Face Qwen2 checkpoints (``config.json`` + safetensors) without torch.
+"""Read and write Hugging Face Qwen2, Llama and Mistral checkpoints (``config.json`` + safetensors) without torch.
 
+The three families share one tensor layout; ``config.json``'s ``model_type`` picks the family (see
+:class:`~probsig_jax.models.qwen2.config.Qwen2Config`), and ``save_pretrained`` writes the matching
+``architectures`` so that ``transformers.AutoModelForCausalLM`` rebuilds the same family.
 Tensor names map one to one (``model.`` prefix, ``weight`` for kernels, scales and the embedding);
 HF ``nn.Linear`` weights are (out, in) and NNX kernels (in, out), so they are transposed. A tied
 checkpoint may omit ``lm_head.weight`` (HF does). Every missing, unexpected or mis-shaped tensor is
@@ -72,7 +75,7 @@ def _readable(file: str):
 
 
 def load_pretrained(path: str | os.PathLike, **config_overrides: Any) -> tuple[Qwen2Config, Qwen2LM]:
-    """Load a local HF Qwen2 directory (``config.json`` + ``model.safetensors`` or a sharded index).
+    """Load a local HF Qwen2, Llama or Mistral directory (``config.json`` + ``model.safetensors`` or a sharded index).
 
     ``config_overrides`` go to :meth:`Qwen2Config.from_hf`, e.g. ``param_dtype="bfloat16"``,
     ``dtype="bfloat16"``, ``attention_impl="reference"``; parameters are cast to ``param_dtype``
@@ -101,7 +104,8 @@ def load_pretrained(path: str | os.PathLike, **config_overrides: Any) -> tuple[Q
     if config.tie_word_embeddings:
         optional.add("lm_head.weight")
     zero_biases = set()
-    if not config.attention_bias:  # our save_pretrained writes zero biases so that HF can load the model
+    if config.model_type == "qwen2" and not config.attention_bias:  # our save_pretrained writes zero biases
+        # (HF Qwen2's q/k/v always have one) so that HF can load the model
         zero_biases = {n for n in shapes if n.startswith("model.layers.") and n.endswith(("q_proj.bias", "k_proj.bias",
                                                                                             "v_proj.bias"))}
     missing = sorted(n for n in wanted if n not in shapes)
@@ -135,7 +139,8 @@ def load_pretrained(path: str | os.PathLike, **config_overrides: Any) -> tuple[Q
 
 def save_pretrained(model: Qwen2LM, config: Qwen2Config | None, path: str | os.PathLike, *,
                     overwrite: bool = False) -> str:
-    """Write ``config.json`` and ``model.safetensors`` that ``transformers`` loads as ``Qwen2ForCausalLM``.
+    """Write ``config.json`` and ``model.safetensors`` that ``transformers`` loads as ``Qwen2ForCausalLM``,
+    ``LlamaForCausalLM`` or ``MistralForCausalLM`` (by ``config.model_type``).
 
     Tensors are stored in the model's ``param_dtype``. The directory is written under a temporary name
     next to ``path`` and renamed into place when complete; an existing ``path`` is replaced only with
@@ -148,7 +153,7 @@ def save_pretrained(model: Qwen2LM, config: Qwen2Config | None, path: str | os.P
     for p, leaf in _flat_params(model):
         array = np.asarray(leaf)
         tensors[hf_name(p)] = np.ascontiguousarray(array.T if p[-1] == "kernel" else array)
-    if not config.attention_bias:
+    if config.model_type == "qwen2" and not config.attention_bias:  # HF Qwen2 always has q/k/v biases
         dtype = tensors["model.embed_tokens.weight"].dtype
         for i in range(config.num_hidden_layers):
             for proj, heads in (("q_proj", config.num_attention_heads), ("k_proj", config.num_key_value_heads),

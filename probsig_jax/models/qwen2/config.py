@@ -1,10 +1,15 @@
-"""``Qwen2Config``: the fields of a Hugging Face Qwen2 ``config.json`` that define the network.
+"""``Qwen2Config``: the fields of a Hugging Face ``config.json`` that define the network, for the three
+decoder families this port covers: Qwen2 / Qwen2.5 (``model_type`` ``qwen2``), Llama (``llama``) and
+Mistral (``mistral``). They share one architecture (pre-norm RMSNorm, rotary GQA attention, SwiGLU) and
+differ only in biases, sliding windows and defaults, all of which are config fields.
 
 Read a released config with :meth:`Qwen2Config.from_hf` (a checkpoint directory, a json file or a
-dict) and write one with :meth:`Qwen2Config.to_hf_dict`. Unknown harmless keys (``_name_or_path``,
-``pad_token_id``, ``architectures``, ...) are ignored with a debug log; options this port does not
-implement (sliding-window attention, scaled RoPE, other activations) are refused with a
-:class:`~probsig_jax.validation.ConfigError` naming the field.
+dict) and write one with :meth:`Qwen2Config.to_hf_dict`. Keys a file omits take the defaults of the
+family's ``transformers`` config class (``_HF_DEFAULTS``), so that a file means what it means to HF.
+Unknown harmless keys (``_name_or_path``, ``pad_token_id``, ``architectures``, ...) are ignored with a
+debug log; options this port does not implement (binding sliding windows, scaled RoPE, other
+activations, ``pretraining_tp`` != 1) are refused with a :class:`~probsig_jax.validation.ConfigError`
+naming the field.
 
 Presets (``PRESETS``): the published Qwen2.5 base shapes ``qwen2.5-0.5b`` and ``qwen2.5-1.5b``
 (tied embeddings, as released), and two CPU-sized ones, ``tiny`` and ``small``, that are *untied*
@@ -27,6 +32,8 @@ from probsig_jax.validation import ConfigError, require, require_float, require_
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16")
+MODEL_TYPES = ("qwen2", "llama", "mistral")
+ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}
 # "xla": jax.nn.dot_product_attention with XLA; "cudnn": the same call with cuDNN's fused (flash) kernel
 # (GPU only, bfloat16); "reference": plain heads-first einsums (readable, and the fastest on a CPU);
 # "auto": cudnn on a GPU with bfloat16 compute, xla on other accelerators, reference on a CPU.
@@ -48,7 +55,22 @@ def resolve_attention_impl(impl: str, dtype: str) -> str:
 _IGNORED_HF_KEYS = {
     "_name_or_path", "architectures", "model_type", "transformers_version", "torch_dtype", "dtype",
     "pad_token_id", "bos_token_id", "eos_token_id", "use_cache", "attention_dropout", "initializer_range",
-    "hidden_act", "rope_scaling", "rope_parameters", "layer_types", "use_mrope", "head_dim",
+    "hidden_act", "rope_scaling", "rope_parameters", "layer_types", "use_mrope", "head_dim", "pretraining_tp",
+}
+# What transformers' (5.x) config class of each family assumes for a key the file omits, where that differs
+# from our dataclass default. (rms_norm_eps 1e-6, tie_word_embeddings false, initializer_range 0.02 and
+# head_dim = hidden_size // num_attention_heads are common to all three and equal to ours.)
+_HF_DEFAULTS: dict[str, dict[str, Any]] = {
+    "qwen2": {"max_position_embeddings": 32768, "num_key_value_heads": 32, "rope_theta": 10_000.0},
+    "llama": {"max_position_embeddings": 2048, "rope_theta": 10_000.0, "attention_bias": False, "mlp_bias": False},
+    "mistral": {"max_position_embeddings": 4096 * 32, "num_key_value_heads": 8, "rope_theta": 10_000.0,
+                "sliding_window": 4096},
+}
+# Keys of ours that a family's HF model does not read: ignored in its config.json (as transformers does).
+_NOT_IN_FAMILY = {
+    "qwen2": {"mlp_bias"},
+    "llama": {"use_sliding_window", "sliding_window", "max_window_layers"},
+    "mistral": {"use_sliding_window", "max_window_layers", "attention_bias", "mlp_bias"},
 }
 # Our own numerics options; HF's "dtype" key is the storage dtype and must not set the compute dtype.
 _NOT_FROM_HF = {"param_dtype", "dtype", "attention_impl"}
@@ -56,12 +78,18 @@ _NOT_FROM_HF = {"param_dtype", "dtype", "attention_impl"}
 
 @dataclass(frozen=True)
 class Qwen2Config:
-    """Shape and numerics of a Qwen2 / Qwen2.5 decoder.
+    """Shape and numerics of a Qwen2 / Qwen2.5, Llama or Mistral decoder (``model_type``; the name is historical).
 
-    ``head_dim`` defaults to ``hidden_size // num_attention_heads`` (released configs omit it).
-    ``attention_bias`` is the bias of q/k/v (Qwen2 always has it; o_proj and the MLP never do).
-    ``sliding_window`` / ``max_window_layers`` are carried for round trips only: released configs set
-    them with ``use_sliding_window = false``; ``use_sliding_window = true`` is not implemented.
+    ``head_dim`` defaults to ``hidden_size // num_attention_heads`` (it may differ, e.g. in Llama configs).
+    ``attention_bias`` (default: true for qwen2, false otherwise) follows HF per family: qwen2 biases q/k/v
+    (HF Qwen2 always has them; false is stored as zero biases), llama biases q/k/v *and* o_proj, mistral has
+    none. ``mlp_bias`` (llama only) biases gate/up/down. Changing ``model_type`` with :meth:`replace`
+    re-derives ``attention_bias`` unless it is given.
+    ``sliding_window``: qwen2 carries it (and ``max_window_layers``) for round trips only, released configs
+    set it with ``use_sliding_window = false`` and ``use_sliding_window = true`` is not implemented; mistral
+    needs it null or >= ``max_position_embeddings`` (a window that never binds); llama has none.
+    ``rope_theta`` (RoPE base, default 1e6 as Qwen2.5; ``from_hf`` uses HF's 1e4 when the file omits it):
+    only unscaled ("default") RoPE is implemented.
     ``param_dtype`` is the storage dtype of the weights, ``dtype`` the compute dtype (RMSNorm statistics,
     softmax and the returned logits are float32 regardless). ``initializer_range`` is the std of the
     normal initialisation of every weight matrix (HF's convention; make it small for the small-init regime).
@@ -79,7 +107,8 @@ class Qwen2Config:
     rope_theta: float = 1_000_000.0
     rms_norm_eps: float = 1e-6
     tie_word_embeddings: bool = False
-    attention_bias: bool = True
+    attention_bias: bool | None = None
+    mlp_bias: bool = False
     use_sliding_window: bool = False
     sliding_window: int | None = None
     max_window_layers: int | None = None
@@ -87,8 +116,11 @@ class Qwen2Config:
     param_dtype: str = "float32"
     dtype: str = "float32"
     attention_impl: str = "auto"
+    model_type: str = "qwen2"
 
     def __post_init__(self):
+        if self.attention_bias is None:
+            object.__setattr__(self, "attention_bias", self.model_type == "qwen2")
         if self.head_dim is None and isinstance(self.hidden_size, int) and isinstance(self.num_attention_heads, int) \
                 and self.num_attention_heads > 0 and self.hidden_size % self.num_attention_heads == 0:
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
@@ -96,6 +128,8 @@ class Qwen2Config:
 
     def validate(self) -> "Qwen2Config":
         """Raise :class:`ConfigError` naming the first bad field; return ``self`` when all are fine."""
+        require(self.model_type in MODEL_TYPES, "model_type",
+                f"must be one of {', '.join(map(repr, MODEL_TYPES))}, got {self.model_type!r}")
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                      "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
             require_int(getattr(self, name), name, minimum=1)
@@ -108,7 +142,7 @@ class Qwen2Config:
         require_float(self.rope_theta, "rope_theta", minimum=0.0, strict_minimum=True)
         require_float(self.rms_norm_eps, "rms_norm_eps", minimum=0.0, strict_minimum=True)
         require_float(self.initializer_range, "initializer_range", minimum=0.0)
-        for name in ("tie_word_embeddings", "attention_bias", "use_sliding_window"):
+        for name in ("tie_word_embeddings", "attention_bias", "mlp_bias", "use_sliding_window"):
             require(isinstance(getattr(self, name), bool), name, f"must be true or false, got {getattr(self, name)!r}")
         require(not self.use_sliding_window, "use_sliding_window",
                 "sliding-window attention is not implemented; must be false (a sliding_window value alone is fine)")
@@ -116,23 +150,49 @@ class Qwen2Config:
             require_int(self.sliding_window, "sliding_window", minimum=1)
         if self.max_window_layers is not None:
             require_int(self.max_window_layers, "max_window_layers", minimum=0)
+        self._validate_family()
         for name in ("param_dtype", "dtype"):
             require(getattr(self, name) in DTYPES, name, f"must be one of {', '.join(DTYPES)}, got {getattr(self, name)!r}")
         require(self.attention_impl in ATTENTION_IMPLS, "attention_impl",
                 f"must be one of {', '.join(ATTENTION_IMPLS)}, got {self.attention_impl!r}")
         return self
 
+    def _validate_family(self) -> None:
+        """The fields a family's HF model has no tensor or mask for must be off."""
+        family = self.model_type
+        if family != "qwen2":
+            require(self.max_window_layers is None, "max_window_layers", f"is a qwen2 field; must be null for {family}")
+        if family == "llama":
+            require(self.sliding_window is None, "sliding_window", "llama has no sliding window; must be null")
+        if family == "mistral":
+            window = self.sliding_window
+            require(window is None or window >= self.max_position_embeddings, "sliding_window",
+                    "sliding-window attention is not implemented; mistral needs null or a window >= "
+                    f"max_position_embeddings = {self.max_position_embeddings} (never binds), got {window}")
+            require(not self.attention_bias, "attention_bias", "mistral has no attention biases; must be false")
+        if family != "llama":
+            require(not self.mlp_bias, "mlp_bias", f"only llama has MLP biases; must be false for {family}")
+
+    @property
+    def o_proj_bias(self) -> bool:
+        """Whether o_proj has a bias: HF Llama's ``attention_bias`` biases o_proj too, Qwen2's does not."""
+        return bool(self.attention_bias) and self.model_type == "llama"
+
     def replace(self, **changes: Any) -> "Qwen2Config":
-        """A copy with ``changes`` applied (``head_dim`` is re-derived unless given)."""
+        """A copy with ``changes`` applied (``head_dim`` and, with a new ``model_type``, ``attention_bias``
+        are re-derived unless given)."""
         if "head_dim" not in changes and ("hidden_size" in changes or "num_attention_heads" in changes):
             changes["head_dim"] = None
+        if "attention_bias" not in changes and changes.get("model_type", self.model_type) != self.model_type:
+            changes["attention_bias"] = None
         return dataclasses.replace(self, **changes)
 
     # --- Hugging Face config.json -------------------------------------------------------------------
 
     @classmethod
     def from_hf(cls, source: str | os.PathLike | Mapping[str, Any], **overrides: Any) -> "Qwen2Config":
-        """Read a HF Qwen2 config: a checkpoint directory (its ``config.json``), a json file, or a dict.
+        """Read a HF Qwen2, Llama or Mistral config: a checkpoint directory (its ``config.json``), a json file
+        or a dict. Keys the file omits take the defaults of the family's transformers config class.
 
         ``overrides`` (e.g. ``param_dtype="bfloat16"``) are applied on top; ``torch_dtype`` in the file
         is *not* used for ``param_dtype`` (we default to float32 for analysis).
@@ -161,10 +221,13 @@ class Qwen2Config:
 
     @classmethod
     def _from_hf_dict(cls, hf: dict[str, Any], overrides: dict[str, Any]) -> "Qwen2Config":
-        model_type = hf.get("model_type", "qwen2")
-        require(model_type == "qwen2", "model_type", f"must be 'qwen2', got {model_type!r}")
+        family = overrides.get("model_type", hf.get("model_type", "qwen2"))
+        require(family in MODEL_TYPES, "model_type",
+                f"must be one of {', '.join(map(repr, MODEL_TYPES))}, got {family!r}")
         hidden_act = hf.get("hidden_act", "silu")
         require(hidden_act == "silu", "hidden_act", f"only 'silu' (SwiGLU) is implemented, got {hidden_act!r}")
+        tp = hf.get("pretraining_tp", 1)
+        require(tp is None or tp == 1, "pretraining_tp", f"only 1 (unsplit projections) is implemented, got {tp!r}")
 
         # RoPE: legacy top-level rope_theta (+ rope_scaling), or transformers>=5 rope_parameters.
         rope_theta = hf.get("rope_theta")
@@ -174,7 +237,8 @@ class Qwen2Config:
                 continue
             require(isinstance(rope, Mapping), key, f"must be a json object or null, got {rope!r}")
             rope_type = rope.get("rope_type", rope.get("type", "default"))
-            require(rope_type == "default", key, f"only rope_type 'default' is implemented, got {rope_type!r}")
+            require(rope_type == "default", key,
+                    f"scaled RoPE is not implemented: only rope_type 'default' is, got rope_type {rope_type!r}")
             if rope_theta is None and "rope_theta" in rope:
                 rope_theta = rope["rope_theta"]
         layer_types = hf.get("layer_types")
@@ -182,34 +246,40 @@ class Qwen2Config:
             bad = sorted({t for t in layer_types if t != "full_attention"})
             require(not bad, "layer_types", f"only 'full_attention' layers are implemented, got {bad}")
 
-        fields = {f.name for f in dataclasses.fields(cls)} - _NOT_FROM_HF
+        not_read = _NOT_IN_FAMILY[family]
+        fields = {f.name for f in dataclasses.fields(cls)} - _NOT_FROM_HF - not_read
         kwargs = {k: v for k, v in hf.items() if k in fields}
+        kwargs["model_type"] = family
         if rope_theta is not None:
             kwargs["rope_theta"] = float(rope_theta)
+        for key, value in _HF_DEFAULTS[family].items():  # only for keys the file omits
+            kwargs.setdefault(key, value)
         if kwargs.get("num_key_value_heads") is None and "num_attention_heads" in kwargs:
-            kwargs["num_key_value_heads"] = kwargs["num_attention_heads"]  # HF: None means MHA
-        if "sliding_window" in kwargs and not kwargs.get("use_sliding_window", False) and kwargs["sliding_window"] is not None:
+            kwargs["num_key_value_heads"] = kwargs["num_attention_heads"]  # HF: null means MHA
+        if kwargs.get("sliding_window") is not None and not kwargs.get("use_sliding_window", False):
             kwargs["sliding_window"] = int(kwargs["sliding_window"])
-        unknown = sorted(k for k in hf if k not in fields and k not in _IGNORED_HF_KEYS)
-        ignored = sorted(k for k in hf if k in _IGNORED_HF_KEYS and k not in fields)
+        unknown = sorted(k for k in hf if k not in fields and k not in _IGNORED_HF_KEYS and k not in not_read)
+        ignored = sorted(k for k in hf if (k in _IGNORED_HF_KEYS or k in not_read) and k not in fields)
         if unknown or ignored:
-            log.debug("Qwen2Config.from_hf: ignoring keys %s", unknown + ignored)
+            log.debug("Qwen2Config.from_hf (%s): ignoring keys %s", family, unknown + ignored)
         missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                "num_attention_heads") if k not in kwargs]
         require(not missing, "config", f"missing required keys {missing}")
-        kwargs.setdefault("max_position_embeddings", 32768)
         kwargs.update(overrides)
         return cls(**kwargs)
 
     def to_hf_dict(self) -> dict[str, Any]:
-        """A ``config.json`` dict that ``transformers`` loads as ``Qwen2ForCausalLM``.
+        """A ``config.json`` dict that ``transformers`` loads as ``ARCHITECTURES[model_type]``
+        (``Qwen2ForCausalLM``, ``LlamaForCausalLM`` or ``MistralForCausalLM``).
 
-        ``attention_bias = false`` is written for our loader; HF ignores it (its q/k/v always have a bias),
+        qwen2: ``attention_bias = false`` is written for our loader; HF ignores it (its q/k/v always have a bias),
         which is why :func:`~probsig_jax.models.qwen2.checkpoint.save_pretrained` then writes zero biases.
+        mistral: ``sliding_window`` is written even when null (HF's default for a missing key is 4096).
         """
+        family = self.model_type
         hf: dict[str, Any] = {
-            "architectures": ["Qwen2ForCausalLM"],
-            "model_type": "qwen2",
+            "architectures": [ARCHITECTURES[family]],
+            "model_type": family,
             "hidden_act": "silu",
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
@@ -223,16 +293,20 @@ class Qwen2Config:
             "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
             "rms_norm_eps": self.rms_norm_eps,
             "tie_word_embeddings": self.tie_word_embeddings,
-            "use_sliding_window": False,
-            "sliding_window": self.sliding_window,
             "initializer_range": self.initializer_range,
             "attention_dropout": 0.0,
             "torch_dtype": self.param_dtype,
         }
-        if self.max_window_layers is not None:
-            hf["max_window_layers"] = self.max_window_layers
-        if not self.attention_bias:
-            hf["attention_bias"] = False
+        if family == "qwen2":
+            hf.update(use_sliding_window=False, sliding_window=self.sliding_window)
+            if self.max_window_layers is not None:
+                hf["max_window_layers"] = self.max_window_layers
+            if not self.attention_bias:
+                hf["attention_bias"] = False
+        elif family == "llama":
+            hf.update(attention_bias=self.attention_bias, mlp_bias=self.mlp_bias, pretraining_tp=1)
+        else:
+            hf["sliding_window"] = self.sliding_window
         return hf
 
 

@@ -1,14 +1,15 @@
-"""The Qwen2 / Qwen2.5 decoder (PAPER section 6) as a Flax NNX module, numerically equal to HF ``Qwen2ForCausalLM``.
+"""The Qwen2 / Qwen2.5 decoder (PAPER section 6) as a Flax NNX module, numerically equal to HF ``Qwen2ForCausalLM``;
+by ``config.model_type`` also HF ``LlamaForCausalLM`` and ``MistralForCausalLM`` (same architecture, other biases).
 
 Parameter tree (the names checkpoint.py maps to HF and sharding rules can match on)::
 
     embed_tokens/embedding                       (V, H)
     layers/{i}/input_layernorm/scale             (H,)
-    layers/{i}/self_attn/{q,k,v}_proj/kernel     (H, heads * D), (H, kv * D)   + bias (q/k/v only)
-    layers/{i}/self_attn/o_proj/kernel           (heads * D, H)                no bias
+    layers/{i}/self_attn/{q,k,v}_proj/kernel     (H, heads * D), (H, kv * D)   + bias if attention_bias
+    layers/{i}/self_attn/o_proj/kernel           (heads * D, H)                + bias (H,) if llama attention_bias
     layers/{i}/post_attention_layernorm/scale    (H,)
-    layers/{i}/mlp/{gate,up}_proj/kernel         (H, I)                        no bias
-    layers/{i}/mlp/down_proj/kernel              (I, H)
+    layers/{i}/mlp/{gate,up}_proj/kernel         (H, I)                        + bias (I,) if mlp_bias (llama)
+    layers/{i}/mlp/down_proj/kernel              (I, H)                        + bias (H,) if mlp_bias (llama)
     norm/scale                                   (H,)
     lm_head/kernel                               (H, V)   only when embeddings are untied
 
@@ -78,7 +79,8 @@ def reference_attention(q_NxQxTxD, k_NxKxSxD, v_NxKxSxD, mask_Nx1xTxS, scale: fl
 
 
 class Attention(nnx.Module):
-    """Grouped-query self-attention with rotary embeddings; bias on q/k/v only.
+    """Grouped-query self-attention with rotary embeddings; bias on q/k/v (``attention_bias``) and, for llama
+    with ``attention_bias``, on o_proj (``config.o_proj_bias``).
 
     Queries, keys and values are kept heads-first, (N, heads, T, D): the projections write that layout
     directly (one einsum each), so the attention products need no transposes. On a CPU this made the
@@ -93,7 +95,7 @@ class Attention(nnx.Module):
         self.q_proj = nnx.Linear(c.hidden_size, c.num_attention_heads * c.head_dim, use_bias=c.attention_bias, **linear)
         self.k_proj = nnx.Linear(c.hidden_size, c.num_key_value_heads * c.head_dim, use_bias=c.attention_bias, **linear)
         self.v_proj = nnx.Linear(c.hidden_size, c.num_key_value_heads * c.head_dim, use_bias=c.attention_bias, **linear)
-        self.o_proj = nnx.Linear(c.num_attention_heads * c.head_dim, c.hidden_size, use_bias=False, **linear)
+        self.o_proj = nnx.Linear(c.num_attention_heads * c.head_dim, c.hidden_size, use_bias=c.o_proj_bias, **linear)
         self.compute_dtype = jnp.dtype(c.dtype)
 
     def _project(self, linear: nnx.Linear, x_NxTxH: jax.Array, heads: int) -> jax.Array:
@@ -127,18 +129,21 @@ class Attention(nnx.Module):
                 mask=mask_Nx1xTxS, scale=scale, is_causal=mask_Nx1xTxS is None, implementation=attention_impl)
             out_NxQxTxD = out_NxTxQxD.transpose(0, 2, 1, 3)
         kernel_QxDxH = self.o_proj.kernel[...].astype(out_NxQxTxD.dtype).reshape(Q, D, -1)
-        return jnp.einsum("nqtd,qdh->nth", out_NxQxTxD, kernel_QxDxH)
+        out_NxTxH = jnp.einsum("nqtd,qdh->nth", out_NxQxTxD, kernel_QxDxH)
+        if self.o_proj.bias is not None:
+            out_NxTxH = out_NxTxH + self.o_proj.bias[...].astype(out_NxTxH.dtype)
+        return out_NxTxH
 
     def __call__(self, x_NxTxH, cos_NxTxD, sin_NxTxD, mask_Nx1xTxT, attention_impl: str) -> jax.Array:
         return self.attend(*self.qkv(x_NxTxH, cos_NxTxD, sin_NxTxD), mask_Nx1xTxT, attention_impl)
 
 
 class MLP(nnx.Module):
-    """SwiGLU: ``down(silu(gate(x)) * up(x))``, no biases."""
+    """SwiGLU: ``down(silu(gate(x)) * up(x))``; biases only with ``mlp_bias`` (llama)."""
 
     def __init__(self, config: Qwen2Config, *, rngs: nnx.Rngs):
         c = config
-        linear = dict(use_bias=False, dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype), rngs=rngs,
+        linear = dict(use_bias=c.mlp_bias, dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype), rngs=rngs,
                       kernel_init=nnx.initializers.normal(c.initializer_range))
         self.gate_proj = nnx.Linear(c.hidden_size, c.intermediate_size, **linear)
         self.up_proj = nnx.Linear(c.hidden_size, c.intermediate_size, **linear)
@@ -165,7 +170,8 @@ class DecoderLayer(nnx.Module):
 
 
 class Qwen2LM(nnx.Module):
-    """Qwen2 causal language model: ``input_ids (N, T) -> logits (N, T, V)`` (float32).
+    """Qwen2 (or, by ``config.model_type``, Llama / Mistral) causal LM: ``input_ids (N, T) -> logits (N, T, V)``
+    (float32).
 
     Args:
       config: a validated :class:`Qwen2Config` (kept as a static attribute).
