@@ -49,7 +49,7 @@ def parse_args(argv):
     p.add_argument("--hidden", type=int, default=2048)
     p.add_argument("--intermediate", type=int, default=5632)
     p.add_argument("--kv-hidden", type=int, default=256, help="k/v projection width (grouped-query attention)")
-    p.add_argument("--layers", type=int, default=7)
+    p.add_argument("--layers", type=int, default=8)
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tmp-dir", default=None, help="where the synthetic checkpoint is written (default: $TMPDIR)")

@@ -65,6 +65,12 @@ from typing import Any
 from _common import REPO_ROOT, format_table, load_average, provenance, write_json_atomic
 from _train_step_runners import Runner, make_ours, make_torch, save_initial_weights
 
+from probsig_jax.training.host_allocator import tune_host_allocator
+
+# As simulate does, before any computation starts XLA's (and torch's) threads; it applies to both frameworks in
+# this process. PROBSIG_HOST_ALLOCATOR=default measures with glibc's defaults.
+HOST_ALLOCATOR = "tuned" if tune_host_allocator() else "default"
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -354,7 +360,7 @@ def main(argv=None) -> dict:
                                                                "min_lr_ratio", "weight_decay", "b1", "b2", "eps",
                                                                "grad_clip_norm")},
               "model_config": dataclasses.asdict(base),
-              "provenance": provenance(vars(args) | {"platform": platform})}
+              "provenance": provenance(vars(args) | {"platform": platform, "host_allocator": HOST_ALLOCATOR})}
     out = Path(args.out) if args.out else (REPO_ROOT / "benchmarks" / "results" /
                                            f"qwen2_train_step_{platform}{'_quick' if args.quick else ''}.json")
     write_json_atomic(out, result)

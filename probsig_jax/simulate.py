@@ -163,6 +163,9 @@ def _terminate(signum, frame) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from probsig_jax.training.divergence import TrainingDiverged
+    from probsig_jax.training.host_allocator import tune_host_allocator
+
+    tune_host_allocator()        # before any JAX computation starts XLA's threads (module docstring there)
 
     argv = _resolve_alias(_attach_negative_numbers(list(sys.argv[1:] if argv is None else argv)))
     if argv and argv[0] in ("-h", "--help"):

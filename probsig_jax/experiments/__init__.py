@@ -67,7 +67,7 @@ REGISTRY: dict[str, RegistryEntry] = {
                                   "epochs against the label-collision counts, with the bijective-noise and "
                                   "mixed-moduli controls"),
     "pretrained": RegistryEntry("probsig_jax.experiments.pretrained",
-                                "E5: a local pretrained Qwen2/Qwen2.5 checkpoint's embeddings vs the corpus "
+                                "E5: a local HF causal LM checkpoint's (or a series') embeddings vs the corpus "
                                 "signatures (--checkpoint DIR)"),
 }
 DEFAULT_EXPERIMENT = "linear"

@@ -16,6 +16,7 @@ module                      what it holds
 ``checkpoints``             ``TrainCheckpointer`` (orbax, exact resume)
 ``metrics_log``             ``MetricsLog``: the live ``metrics.jsonl`` and TensorBoard stream of a run
 ``lm_loop``                 ``LMRunConfig``, ``train_language_model`` (takes a model factory)
+``host_allocator``          ``tune_host_allocator``: large XLA:CPU buffers reused, not re-mapped, every step
 ==========================  ==========================================================================
 
 Names are imported on first use, so ``import probsig_jax.training`` alone costs nothing.
@@ -44,6 +45,7 @@ _EXPORTS = {
     "LMRunConfig": "probsig_jax.training.lm_loop",
     "LMTrainingResult": "probsig_jax.training.lm_loop",
     "train_language_model": "probsig_jax.training.lm_loop",
+    "tune_host_allocator": "probsig_jax.training.host_allocator",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
