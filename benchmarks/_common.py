@@ -77,6 +77,22 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+SIMD_FLAG_PREFIXES = ("sse4", "avx", "fma", "amx", "f16c", "bmi")
+
+
+def cpu_flags() -> list[str] | None:
+    """The CPU's SIMD-relevant feature flags (``/proc/cpuinfo``: sse4*, avx*, fma, amx*, f16c, bmi*), sorted: two
+    machines with one model name can differ in them (e.g. AVX-512 masked off in a VM), and XLA's and torch's CPU
+    kernels choose their code paths by them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("flags"):
+                return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(SIMD_FLAG_PREFIXES))
+    except OSError:
+        pass
+    return None
+
+
 def memory_total_gib() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -95,7 +111,8 @@ def load_average() -> list[float] | None:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU count (``os.cpu_count`` and the affinity mask = ``nproc``), CPU model, memory, load, thread env vars."""
+    """CPU count (``os.cpu_count`` and the affinity mask = ``nproc``), CPU model and SIMD flags, memory, load, thread
+    env vars."""
     try:
         nproc = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -104,6 +121,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "nproc": nproc,
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "memory_total_gib": memory_total_gib(),
         "load_average_1_5_15": load_average(),
         "platform": jax.default_backend(),

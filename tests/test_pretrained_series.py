@@ -22,7 +22,7 @@ from probsig_jax.runs import to_jsonable
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 from test_experiments_llm import SENTENCES  # noqa: E402
-from test_hf_embeddings import tiny_model  # noqa: E402
+from test_hf_embeddings import KINDS, tiny_model  # noqa: E402
 
 FAST = ["--quiet", "--top-tokens", "20", "--theory-rank", "6", "--permutations", "19", "--bootstrap", "20",
         "--num-workers", "1"]
@@ -205,6 +205,17 @@ def test_one_gpt2_checkpoint_end_to_end(data, tmp_path):
     assert "tied" in m["note"] and "embedding_vs_signature" in m["token_sets"]["top"]["pretrained"]
     assert (out / "heatmaps_top.png").is_file() and (out / "signature_vs_embedding_top.png").is_file()
     assert "W_E vs phi_next" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("kind", ["gpt_neox", "llama-tied", "mistral", "qwen2", "qwen3", "gemma", "gemma2"])
+def test_every_family_in_the_table_runs_end_to_end_with_its_own_tokenizer(kind, data, tmp_path):
+    """(gpt2 and untied llama: the tests around this one.)"""
+    path = save_with_tokenizer(tiny_model(kind, vocab_size=data["rows"]), tmp_path / kind, data["tokenizer"])
+    m = _run_from_cli(data, path, tmp_path / "unused")
+    architecture, tied = KINDS[kind]
+    assert m["model"]["architecture"] == architecture and m["model"]["tied_embeddings"] == tied
+    assert m["tokenizer"] == f"hf:{path}" and m["model"]["padding_rows_dropped"] == data["rows"] - data["ids"]
+    assert "embedding_vs_signature" in m["token_sets"]["top"]["pretrained"]
 
 
 def test_one_llama_checkpoint_and_tensor_names_from_the_command_line(data, tmp_path):

@@ -51,7 +51,7 @@ PREDICTORS = ("theory", "signature")
 def edit_training_defaults() -> LLMExperimentConfig:
     """E4's model and corpus, trained for 300 AdamW steps (E4: 600), evaluated every 100 and checkpointed at the end.
 
-    Three seeds of the default edit (six trainings) then finish in under 15 min on a 2-core CPU (README), and the
+    Three seeds of the default edit (six trainings) then take 10 min on an idle 2-core CPU (README), and the
     planted W_E change was larger at 300 steps than at 600 (0.56 vs 0.40, 3 seeds each; README).
     ``--total-steps 600 --eval-every 50 --checkpoint-every 100`` gives E4's run.
     """
