@@ -91,6 +91,7 @@ def test_corpus_edit_benchmark_quick(tmp_path):
     assert summary["count_speedup"]["min"] > 0 and summary["ours_total_median_s"] > 0
 
 
+@pytest.mark.slow   # 13-15 s (three fresh interpreters); the reader itself is tested in tests/test_hf_embeddings.py
 def test_hf_embedding_read_benchmark_quick(tmp_path):
     """Quick run (about 15 s: three fresh interpreters): the reader's embeddings equal those of the full load."""
     result = run_quick("hf_embedding_read.py", tmp_path / "hf.json")
