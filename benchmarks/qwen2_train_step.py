@@ -7,6 +7,10 @@
 ``make_lm_optimizer`` (``clip_by_global_norm`` then AdamW with the warmup-cosine schedule, parameters and
 optimiser state donated), compiled ahead of time (tracing and XLA compilation are timed on their own and
 excluded from the step times), on a ``(data, fsdp, tensor)`` mesh (default: all devices on ``data``).
+On a CPU the default is one XLA:CPU device per core (``--cpu-devices``,
+:func:`probsig_jax.training.host_devices.use_host_cores_as_devices`), so the library step runs data-parallel over
+the cores; with more than one, the row ``ours (..., 1 device)`` times the same step on one device in the same
+process (XLA's intra-op threads only, the step before this option), ``--no-single-device-row`` drops it.
 On a GPU the defaults are ``qwen2.5-0.5b``, 4 x 2048 per GPU, bfloat16 compute, our cuDNN and XLA attention
 and torch sdpa, and the initial weights are built on the host (``--host-init``).
 
@@ -66,6 +70,7 @@ from _common import REPO_ROOT, format_table, load_average, provenance, write_jso
 from _train_step_runners import Runner, make_ours, make_torch, save_initial_weights
 
 from probsig_jax.training.host_allocator import tune_host_allocator
+from probsig_jax.training.host_devices import use_host_cores_as_devices
 
 # As simulate does, before any computation starts XLA's (and torch's) threads; it applies to both frameworks in
 # this process. PROBSIG_HOST_ALLOCATOR=default measures with glibc's defaults.
@@ -130,6 +135,11 @@ def parse_args(argv):
     p.add_argument("--torch-adamw", default="default", choices=("default", "foreach", "fused"),
                    help="torch.optim.AdamW implementation (default: torch's choice, the for-loop one on CPU)")
     p.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default os.cpu_count())")
+    p.add_argument("--cpu-devices", type=int, default=None,
+                   help="XLA:CPU devices (default: one per core): the library step runs data-parallel over them "
+                        "(training.host_devices); 1 = one device, XLA's intra-op threads only")
+    p.add_argument("--single-device-row", action=argparse.BooleanOptionalAction, default=True,
+                   help="with several CPU devices, also time the library step on one of them (same process)")
     p.add_argument("--data", type=int, default=-1)
     p.add_argument("--fsdp", type=int, default=1)
     p.add_argument("--tensor", type=int, default=1)
@@ -155,6 +165,7 @@ def parse_args(argv):
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if args.device == "cpu":
         jax.config.update("jax_platforms", "cpu")
+    args.cpu_devices = use_host_cores_as_devices(args.cpu_devices)   # before the backends start
     platform = jax.default_backend()
     if args.device == "gpu" and platform != "gpu":
         raise SystemExit(f"--device gpu: JAX sees no GPU (backend {platform!r}; install jax[cuda12])")
@@ -306,9 +317,12 @@ def main(argv=None) -> dict:
 
     runners: list[Runner] = []
     variants = ["library"] + (["full logits"] if args.full_logits else []) + (["sliced head"] if args.sliced_head else [])
-    for variant in variants:
+    one_device = make_mesh(data=1, devices=jax.devices()[:1])
+    single = platform == "cpu" and mesh.size > 1 and args.single_device_row
+    for variant in variants + (["1 device"] if single else []):
         for attention in ours_attention:
-            r = make_ours(base, attention, args, mesh, tokens, mask, lm_cfg, variant=variant)
+            r = make_ours(base, attention, args, one_device if variant == "1 device" else mesh, tokens, mask, lm_cfg,
+                          variant=variant)
             log(f"built {r.name}: trace {r.setup['trace_s']:.2f} s, XLA compile {r.setup['compile_s']:.2f} s")
             runners.append(r)
     with tempfile.TemporaryDirectory(prefix="qwen2_bench_") as tmp:
@@ -347,7 +361,8 @@ def main(argv=None) -> dict:
         "ours_mfu": head["mfu"], **{f"{slug(t['name'])}_tokens_per_s": t["tokens_per_s"] for t in rows if t is not head},
         **ratios, **ratios_best, "best_ours": best_ours["name"],
         "threads": {"cpu_count": os.cpu_count(), "torch": torch_info.get("num_threads"),
-                    "xla": "default (XLA CPU: one intra-op thread per core)"},
+                    "xla": "default (XLA CPU: one intra-op thread per core)",
+                    "xla_cpu_devices": args.cpu_devices if platform == "cpu" else None},
         "loss_abs_diff_vs_ours": loss_diff,
     }
     if torch_rows and platform == "cpu":
@@ -381,7 +396,7 @@ def main(argv=None) -> dict:
                           for r in rows if "breakdown" in r]))
     log("")
     log(f"batch x seq = {args.batch} x {args.seq}; threads: cpu_count {os.cpu_count()}, torch "
-        f"{torch_info.get('num_threads', '-')}, XLA default")
+        f"{torch_info.get('num_threads', '-')}, XLA default, {args.cpu_devices} XLA:CPU device(s)")
     for key, value in {**ratios, **ratios_best}.items():
         log(f"{key}: {value:.3f}x")
     if "target_met" in summary:

@@ -59,6 +59,17 @@ def test_qwen2_train_step_benchmark_quick(tmp_path):
         assert summary["ours_over_torch_eager"] > 0 and "target_met" in summary
 
 
+@pytest.mark.slow
+def test_qwen2_train_step_sweep_quick(tmp_path):
+    """The sweep runs the step benchmark in a fresh process and aggregates its ratios (min / median / max)."""
+    result = run_quick("qwen2_train_step_sweep.py", tmp_path / "sweep.json")
+    row = result["shapes"]["4x32"]
+    run = json.loads((tmp_path / "sweep_runs" / "4x32_run1.json").read_text())["summary"]
+    assert row["ours_tokens_per_s"]["runs"] == [run["ours_tokens_per_s"]] and result["target_met"] is None
+    for key in (k for k in run if k.startswith("ours_over_torch_")):
+        assert row[key]["min"] == row[key]["median"] == row[key]["max"] == run[key]
+
+
 def test_corpus_pipeline_benchmark_quick(tmp_path):
     """Default run (about 15 s): every stage runs, and the baselines agree with ours."""
     result = run_quick("corpus_pipeline.py", tmp_path / "corpus.json")

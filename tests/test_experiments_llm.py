@@ -43,18 +43,29 @@ def write_corpus(path, repeats: int = 30, seed: int = 0):
 
 
 def small_config(corpus_dir, cache_dir, steps: int = 12) -> LLMExperimentConfig:
+    # 199 relabellings and 200 resamples instead of 999 / 1000 (half the time of a run here): the tests read p-values
+    # and intervals only for their presence and order (0 < p <= 1, low <= value <= high), never their resolution.
     return LLMExperimentConfig(
-        cache_dir=str(cache_dir), num_workers=1, hidden_size=32,
-        analysis=CorpusAnalysisConfig(theory_rank=8), alignment=CORPUS_ALIGNMENT.replace(top_tokens=20),
+        cache_dir=str(cache_dir), num_workers=1, hidden_size=32, analysis=CorpusAnalysisConfig(theory_rank=8),
+        alignment=CORPUS_ALIGNMENT.replace(top_tokens=20, permutations=199, bootstrap=200),
         corpus=CorpusConfig(source=str(corpus_dir)),
         train=LMTrainConfig(learning_rate=1e-2, warmup_steps=2, total_steps=steps, weight_decay=0.0),
         run=LMRunConfig(batch_size=4, seq_len=16, eval_every=4, eval_batches=2, checkpoint_every=4))
 
 
-def test_run_llm_reports_every_metric_and_alignment_over_training(tmp_path):
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """One run of ``small_config`` (with the live JSON-lines and TensorBoard streams), shared by the tests that
+    read the same run: (result, its folder)."""
+    tmp_path = tmp_path_factory.mktemp("small_run")
     corpus = write_corpus(tmp_path / "corpus")
     result = run_llm(small_config(corpus, tmp_path / "cache"), quiet=True, metrics_jsonl=tmp_path / "live.jsonl",
                      tensorboard_dir=tmp_path / "tb")
+    return result, tmp_path
+
+
+def test_run_llm_reports_every_metric_and_alignment_over_training(small_run):
+    result, tmp_path = small_run
     m = result.metrics
     # the live stream: every step and every evaluation, in JSON lines and in TensorBoard
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -246,9 +257,8 @@ def test_default_llm_run_on_the_embedded_corpus(tmp_path):
     assert abs(added["value"]) < 0.05 and "by construction" in report
 
 
-def test_side_specificity_and_predictors_are_reported(tmp_path):
-    corpus = write_corpus(tmp_path / "corpus")
-    result = run_llm(small_config(corpus, tmp_path / "cache"), quiet=True)
+def test_side_specificity_and_predictors_are_reported(small_run):
+    result, _ = small_run
     for block in result.metrics["token_sets"].values():
         side = block["side_specificity"]
         assert set(side["pearson"]) == {"W_E", "W_U"} and set(side["pearson"]["W_E"]) == {"phi_next", "phi_pre"}

@@ -22,6 +22,9 @@ from probsig_jax.runs import run_lock
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "40", "--record-every", "20"]
+# For a run that has to complete but whose numbers no test reads: also a narrow model and no permutation test or
+# bootstrap (about half the time of a FAST run at the default width and statistics).
+CHEAP = [*FAST, "--dim", "16", "--permutations", "0", "--bootstrap", "0"]
 
 # (argv, the field the one-line error must name)
 BAD_INPUTS = [
@@ -154,14 +157,13 @@ def test_a_locked_out_is_refused_and_stale_partials_are_removed(tmp_path, capsys
     stale = tmp_path / f".{out.name}.partial-999999999"
     (stale / "sub").mkdir(parents=True)
     (stale / "sub" / "metrics.json").write_text("{}")
-    assert simulate.main(["linear", *FAST, "--quiet", "--out", str(out)]) == 0
+    assert simulate.main(["linear", *CHEAP, "--quiet", "--out", str(out)]) == 0
     assert out.is_dir() and _leftovers(tmp_path, out) == ["run"]
 
 
 def test_two_concurrent_runs_into_one_out_leave_one_complete_run(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "probsig_jax.simulate", "linear", "--dim", "16", "--steps", "200", "--quiet",
-           "--out", str(out)]
+    cmd = [sys.executable, "-m", "probsig_jax.simulate", "linear", *CHEAP, "--quiet", "--out", str(out)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
@@ -180,11 +182,15 @@ def _llm_argv(tmp_path: Path, out: Path, **overrides) -> list[str]:
     settings = {"--corpus-source": str(corpus), "--cache-dir": str(tmp_path / "cache"), "--num-workers": "1",
                 "--top-tokens": "10", "--theory-rank": "4", "--hidden-size": "16", "--total-steps": "12",
                 "--warmup-steps": "1", "--batch-size": "2", "--seq-len": "8", "--eval-every": "4",
-                "--checkpoint-every": "2", **overrides}
+                "--checkpoint-every": "2",
+                # one token set and no permutation test or bootstrap: these tests check exits, messages and files,
+                # not the statistics (a third of the time of a run with both sets and the default statistics)
+                "--token-sets": "top", "--permutations": "0", "--bootstrap": "0", **overrides}
     return ["llm", "--quiet", "--out", str(out), *[x for kv in settings.items() for x in kv]]
 
 
-# slow: 40-65 s; kept out of the default run for its CI budget (run with -m slow)
+# slow: 15-25 s (40-65 s before _llm_argv's one token set and no statistics); kept out of the default run for
+# its CI budget (run with -m slow)
 @pytest.mark.slow
 def test_resume_with_a_changed_analysis_option_is_refused_naming_it(tmp_path, capsys, monkeypatch):
     import probsig_jax.training.lm_loop as lm_loop

@@ -17,6 +17,7 @@ module                      what it holds
 ``metrics_log``             ``MetricsLog``: the live ``metrics.jsonl`` and TensorBoard stream of a run
 ``lm_loop``                 ``LMRunConfig``, ``train_language_model`` (takes a model factory)
 ``host_allocator``          ``tune_host_allocator``: large XLA:CPU buffers reused, not re-mapped, every step
+``host_devices``            ``use_host_cores_as_devices``: one XLA:CPU device per core (data-parallel steps)
 ==========================  ==========================================================================
 
 Names are imported on first use, so ``import probsig_jax.training`` alone costs nothing.
@@ -46,6 +47,7 @@ _EXPORTS = {
     "LMTrainingResult": "probsig_jax.training.lm_loop",
     "train_language_model": "probsig_jax.training.lm_loop",
     "tune_host_allocator": "probsig_jax.training.host_allocator",
+    "use_host_cores_as_devices": "probsig_jax.training.host_devices",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
