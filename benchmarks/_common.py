@@ -21,6 +21,7 @@ if str(REPO_ROOT) not in sys.path:
 import jax  # noqa: E402
 
 from probsig_jax import runs  # noqa: E402
+from probsig_jax.training.host_devices import host_core_count  # noqa: E402
 
 
 def block(tree: Any) -> Any:
@@ -113,13 +114,9 @@ def load_average() -> list[float] | None:
 def machine_info() -> dict[str, Any]:
     """CPU count (``os.cpu_count`` and the affinity mask = ``nproc``), CPU model and SIMD flags, memory, load, thread
     env vars."""
-    try:
-        nproc = len(os.sched_getaffinity(0))
-    except AttributeError:
-        nproc = os.cpu_count()
     return {
         "cpu_count": os.cpu_count(),
-        "nproc": nproc,
+        "nproc": host_core_count(),
         "cpu_model": cpu_model(),
         "cpu_flags": cpu_flags(),
         "memory_total_gib": memory_total_gib(),

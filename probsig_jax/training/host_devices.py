@@ -9,8 +9,8 @@ gradients are summed by one all-reduce. ``benchmarks/qwen2_train_step.py`` measu
 The device count is fixed when JAX initialises its backends, so :func:`use_host_cores_as_devices` must run before
 the first JAX computation (or ``jax.devices()`` call). It uses JAX's ``jax_num_cpu_devices`` option and changes
 nothing on an accelerator. Numerics: a data-parallel step sums the per-device gradients in another order than one
-device does, so losses agree to rounding (float32: about 1e-6 relative), not bit for bit; the same device count
-gives the same numbers run to run.
+device does, so losses agree to rounding, not bit for bit (``tests/test_sharding.py`` bounds the difference); the same
+device count gives the same numbers run to run.
 """
 
 from __future__ import annotations
