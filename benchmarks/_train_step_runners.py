@@ -56,20 +56,25 @@ def sliced_head_fns(padding_mask: bool):
     return apply_fn, loss_fn
 
 
-def make_ours(config, attention: str, args, mesh, tokens, mask, lm_cfg, variant: str = "library") -> Runner:
+def make_ours(config, attention: str, args, mesh, tokens, mask, lm_cfg, variant: str = "library",
+              dense: str = "auto") -> Runner:
+    """Our library step (``variant`` "library"), or a variant of it, with ``attention`` / ``dense`` as the model's
+    ``attention_impl`` / ``dense_impl`` (resolved for this backend). The runner keeps the compiled step
+    (``runner.compiled``) and the state it updates (``runner.state``)."""
     from flax import nnx
 
     from probsig_jax.models.qwen2 import Qwen2LM
-    from probsig_jax.models.qwen2.config import resolve_attention_impl
+    from probsig_jax.models.qwen2.config import resolve_attention_impl, resolve_dense_impl
     from probsig_jax.training.lm_optimizer import make_lm_optimizer, make_lm_schedule
     from probsig_jax.training.losses import next_token_loss
     from probsig_jax.training.sharded_step import (apply_prefix, apply_prefix_with_attention_mask,
                                                    apply_with_attention_mask, apply_without_mask, init_sharded_model,
                                                    make_sharded_train_step)
-    from probsig_jax.training.sharding import batch_sharding, init_opt_state, opt_state_shardings
+    from probsig_jax.training.sharding import batch_sharding, init_opt_state, opt_state_shardings, replicated
 
     attention = resolve_attention_impl(attention, config.dtype)   # "auto" -> what it runs here
-    config = config.replace(attention_impl=attention)
+    dense = resolve_dense_impl(dense)
+    config = config.replace(attention_impl=attention, dense_impl=dense)
     tic = time.perf_counter()
     graphdef, params, rest, p_sh = init_sharded_model(lambda: Qwen2LM(config, rngs=nnx.Rngs(args.seed)), mesh,
                                                       on_host=args.host_init)
@@ -105,13 +110,18 @@ def make_ours(config, attention: str, args, mesh, tokens, mask, lm_cfg, variant:
     def loss_of(p):
         return loss_fn(apply_fn(nnx.merge(graphdef, p, rest), tokens_d, mask_d), tokens_d, mask_d)
 
-    fwd, fwd_bwd = jax.jit(loss_of), jax.jit(jax.value_and_grad(loss_of))
+    # placed as in the step: parameters in their shardings, the loss replicated (else XLA's propagation may
+    # choose another partition, and the breakdown would time a different program)
+    fwd = jax.jit(loss_of, in_shardings=(p_sh,), out_shardings=replicated(mesh))
+    fwd_bwd = jax.jit(jax.value_and_grad(loss_of), in_shardings=(p_sh,), out_shardings=(replicated(mesh), p_sh))
     setup = {"init_s": init_s, "trace_s": trace_s, "compile_s": compile_s, "attention_impl": attention,
-             "variant": variant}
-    name = f"ours ({attention}{'' if variant == 'library' else ', ' + variant})"
-    return Runner(name, "jax", attention, run,
-                  forward=lambda: jax.block_until_ready(fwd(state["params"])),
-                  forward_backward=lambda: jax.block_until_ready(fwd_bwd(state["params"])), setup=setup)
+             "dense_impl": dense, "variant": variant}
+    name = f"ours ({attention}, {dense}{'' if variant == 'library' else ', ' + variant})"
+    runner = Runner(name, "jax", attention, run,
+                    forward=lambda: jax.block_until_ready(fwd(state["params"])),
+                    forward_backward=lambda: jax.block_until_ready(fwd_bwd(state["params"])), setup=setup)
+    runner.compiled, runner.state = compiled, state
+    return runner
 
 
 def save_initial_weights(config, seed: int, directory: str) -> str:

@@ -28,8 +28,10 @@ one untimed step (so a runner does not pay for the other framework's threads win
 ``--steps`` timed steps; the runners alternate round by round, so a load change on the machine hits all of
 them. Reported: median (and min) step time, tokens/s = batch * seq / median, and the ratio ours / each
 reference (> 1: ours is faster). ``--breakdown`` also times the forward pass alone (no gradients) and
-forward + backward (no update) for every runner. ``--ours-attention xla,reference`` times both of our
-attention implementations; ``--full-logits`` adds the step that runs the model on all T positions and
+forward + backward (no update) for every runner. ``--ours-attention blocked,reference`` and
+``--ours-dense explicit_transpose,einsum`` time our implementations side by side (every pair; ``reference`` with
+``einsum`` is the step before the CPU kernels of ``models/qwen2/blocked_attention.py`` and ``dense.py``);
+``--full-logits`` adds the step that runs the model on all T positions and
 slices the logits in the loss; ``--sliced-head`` adds rows for a proposed optimisation (the output projection
 applied to positions 0..T-2 only, through ``make_sharded_train_step``'s ``apply_fn``/``loss_fn`` hooks).
 The target and the ``ours_over_torch_*`` ratios always use the first, unmodified library step.
@@ -49,6 +51,7 @@ Usage::
     python benchmarks/qwen2_train_step.py --quick          # CI smoke run: tiny preset, 4 x 32, a few steps
     python benchmarks/qwen2_train_step.py --device gpu     # GPU (auto-detected too): qwen2.5-0.5b, 4/GPU x 2048, bf16, MFU
     python benchmarks/qwen2_train_step.py --preset small --batch 16 --seq 128 --ours-attention xla,reference
+    python benchmarks/qwen2_train_step.py --ours-attention auto,reference --ours-dense auto,einsum  # CPU kernels on/off
     python benchmarks/qwen2_train_step.py --ours-attention xla,reference --sliced-head   # + proposed-optimisation rows
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python benchmarks/qwen2_train_step.py --quick --fsdp 2 --tensor 2 --no-torch
 """
@@ -115,8 +118,12 @@ def parse_args(argv):
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
                    help="compute dtype (parameters and optimiser state stay float32; torch: autocast)")
     p.add_argument("--ours-attention", default=None,
-                   help="comma list of our attention_impl values to time (auto, xla, cudnn, reference); default: "
-                        "cudnn,xla on a GPU, the preset's (auto: reference on a CPU) otherwise")
+                   help="comma list of our attention_impl values to time (auto, xla, cudnn, reference, blocked); "
+                        "default: cudnn,xla on a GPU, the preset's (auto: blocked on a CPU) otherwise")
+    p.add_argument("--ours-dense", default=None,
+                   help="comma list of our dense_impl values to time (auto, einsum, explicit_transpose); default: the "
+                        "preset's (auto: explicit_transpose on a CPU, einsum elsewhere). Every attention x dense "
+                        "pair is a runner; the first pair is the library step the target is assessed on")
     p.add_argument("--sliced-head", action="store_true",
                    help="also time each of ours with the output projection applied to positions 0..T-2 only "
                         "(a custom apply_fn/loss_fn through training.sharded_step's public hooks; a proposed optimisation, "
@@ -264,6 +271,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--preset must be one of {sorted(PRESETS)}, got {args.preset!r}")
     base = PRESETS[args.preset].replace(dtype=args.dtype)
     ours_attention = args.ours_attention.split(",") if args.ours_attention else [base.attention_impl]
+    ours_dense = args.ours_dense.split(",") if args.ours_dense else [base.dense_impl]
     torch_attention = [] if args.no_torch else [a for a in args.torch_attention.split(",") if a]
     if "cudnn" in ours_attention and (platform != "gpu" or args.dtype != "bfloat16"):
         raise SystemExit("--ours-attention cudnn needs a GPU and --dtype bfloat16")
@@ -321,10 +329,11 @@ def main(argv=None) -> dict:
     single = platform == "cpu" and mesh.size > 1 and args.single_device_row
     for variant in variants + (["1 device"] if single else []):
         for attention in ours_attention:
-            r = make_ours(base, attention, args, one_device if variant == "1 device" else mesh, tokens, mask, lm_cfg,
-                          variant=variant)
-            log(f"built {r.name}: trace {r.setup['trace_s']:.2f} s, XLA compile {r.setup['compile_s']:.2f} s")
-            runners.append(r)
+            for dense in ours_dense:
+                r = make_ours(base, attention, args, one_device if variant == "1 device" else mesh, tokens, mask,
+                              lm_cfg, variant=variant, dense=dense)
+                log(f"built {r.name}: trace {r.setup['trace_s']:.2f} s, XLA compile {r.setup['compile_s']:.2f} s")
+                runners.append(r)
     with tempfile.TemporaryDirectory(prefix="qwen2_bench_") as tmp:
         checkpoint = None
         if torch_attention:

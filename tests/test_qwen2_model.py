@@ -176,7 +176,7 @@ def test_causal_future_tokens_do_not_change_past_logits():
     assert np.abs(a[0, 6:] - b[0, 6:]).max() > 1e-3
 
 
-@pytest.mark.parametrize("impl", ["xla", "reference"])
+@pytest.mark.parametrize("impl", ["xla", "reference", "blocked"])
 def test_padding_matches_unpadded_sequences(impl):
     """Right padding: real positions equal the unpadded run. Left padding with positions cumsum(mask)-1: same."""
     model = randomised(TEST_CONFIG)
@@ -205,7 +205,7 @@ def test_xla_and_reference_attention_agree(kv_heads):
         model(ids, attention_impl="flash")
 
 
-@pytest.mark.parametrize("impl", ["xla", "reference"])
+@pytest.mark.parametrize("impl", ["xla", "reference", "blocked"])
 def test_no_mask_is_plain_causal_attention(impl):
     """model(ids) (is_causal, no (T, T) mask built) equals model(ids, all-ones mask) (explicit mask)."""
     model = randomised(TEST_CONFIG)
@@ -218,9 +218,9 @@ def test_auto_attention_resolves_per_backend():
     from probsig_jax.models.qwen2.config import resolve_attention_impl
 
     assert Qwen2Config().attention_impl == "auto"
-    expected = {"cpu": "reference", "gpu": "cudnn"}.get(jax.default_backend(), "xla")
+    expected = {"cpu": "blocked", "gpu": "cudnn"}.get(jax.default_backend(), "xla")
     assert resolve_attention_impl("auto", "bfloat16") == expected
-    assert resolve_attention_impl("auto", "float32") == ("reference" if jax.default_backend() == "cpu" else "xla")
+    assert resolve_attention_impl("auto", "float32") == ("blocked" if jax.default_backend() == "cpu" else "xla")
     assert resolve_attention_impl("xla", "float32") == "xla"
     with pytest.raises(ConfigError, match="attention_impl"):
         resolve_attention_impl("flash", "float32")

@@ -35,9 +35,15 @@ DTYPES = ("float32", "bfloat16")
 MODEL_TYPES = ("qwen2", "llama", "mistral")
 ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}
 # "xla": jax.nn.dot_product_attention with XLA; "cudnn": the same call with cuDNN's fused (flash) kernel
-# (GPU only, bfloat16); "reference": plain heads-first einsums (readable, and the fastest on a CPU);
-# "auto": cudnn on a GPU with bfloat16 compute, xla on other accelerators, reference on a CPU.
-ATTENTION_IMPLS = ("auto", "xla", "cudnn", "reference")
+# (GPU only, bfloat16); "reference": plain heads-first einsums over the whole T x T square (the readable
+# definition); "blocked": causal attention by query blocks with a hand-written backward
+# (models/qwen2/blocked_attention.py; the fastest on a CPU; padding masks and KV caches use "reference");
+# "auto": cudnn on a GPU with bfloat16 compute, xla on other accelerators, blocked on a CPU.
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "reference", "blocked")
+# How the MLP and output-projection products are differentiated. "einsum": JAX's own differentiation, XLA
+# picks the layouts; "explicit_transpose": models/qwen2/dense.py, whose weight gradient transposes the smaller
+# operand on its own (the fastest on a CPU); "auto": explicit_transpose on a CPU, einsum elsewhere.
+DENSE_IMPLS = ("auto", "einsum", "explicit_transpose")
 
 
 def resolve_attention_impl(impl: str, dtype: str) -> str:
@@ -47,8 +53,16 @@ def resolve_attention_impl(impl: str, dtype: str) -> str:
         return impl
     backend = jax.default_backend()
     if backend == "cpu":
-        return "reference"  # measured faster than XLA's dot_product_attention on CPU (benchmarks/qwen2_train_step.py)
+        return "blocked"  # measured the fastest on a CPU (benchmarks/qwen2_train_step.py --ours-attention)
     return "cudnn" if backend == "gpu" and dtype == "bfloat16" else "xla"
+
+
+def resolve_dense_impl(impl: str) -> str:
+    """The concrete ``dense_impl`` that ``impl`` stands for on the current JAX backend (``auto`` resolved)."""
+    require(impl in DENSE_IMPLS, "dense_impl", f"must be one of {', '.join(DENSE_IMPLS)}, got {impl!r}")
+    if impl != "auto":
+        return impl
+    return "explicit_transpose" if jax.default_backend() == "cpu" else "einsum"
 
 
 # HF keys that do not change the network (or that we check separately below); ignored quietly.
@@ -73,7 +87,7 @@ _NOT_IN_FAMILY = {
     "mistral": {"use_sliding_window", "max_window_layers", "attention_bias", "mlp_bias"},
 }
 # Our own numerics options; HF's "dtype" key is the storage dtype and must not set the compute dtype.
-_NOT_FROM_HF = {"param_dtype", "dtype", "attention_impl"}
+_NOT_FROM_HF = {"param_dtype", "dtype", "attention_impl", "dense_impl"}
 
 
 @dataclass(frozen=True)
@@ -93,7 +107,9 @@ class Qwen2Config:
     ``param_dtype`` is the storage dtype of the weights, ``dtype`` the compute dtype (RMSNorm statistics,
     softmax and the returned logits are float32 regardless). ``initializer_range`` is the std of the
     normal initialisation of every weight matrix (HF's convention; make it small for the small-init regime).
-    ``attention_impl``: ``auto`` (default), ``xla``, ``cudnn`` or ``reference``; see ``ATTENTION_IMPLS``.
+    ``attention_impl``: ``auto`` (default), ``xla``, ``cudnn``, ``reference`` or ``blocked``; see
+    ``ATTENTION_IMPLS``. ``dense_impl``: ``auto`` (default), ``einsum`` or ``explicit_transpose``; see
+    ``DENSE_IMPLS``. Neither changes the function computed, only how (and how fast) it and its gradient are.
     """
 
     vocab_size: int = 512
@@ -116,6 +132,7 @@ class Qwen2Config:
     param_dtype: str = "float32"
     dtype: str = "float32"
     attention_impl: str = "auto"
+    dense_impl: str = "auto"
     model_type: str = "qwen2"
 
     def __post_init__(self):
@@ -155,6 +172,8 @@ class Qwen2Config:
             require(getattr(self, name) in DTYPES, name, f"must be one of {', '.join(DTYPES)}, got {getattr(self, name)!r}")
         require(self.attention_impl in ATTENTION_IMPLS, "attention_impl",
                 f"must be one of {', '.join(ATTENTION_IMPLS)}, got {self.attention_impl!r}")
+        require(self.dense_impl in DENSE_IMPLS, "dense_impl",
+                f"must be one of {', '.join(DENSE_IMPLS)}, got {self.dense_impl!r}")
         return self
 
     def _validate_family(self) -> None:

@@ -14,6 +14,8 @@ Parameter tree (the names checkpoint.py maps to HF and sharding rules can match 
     lm_head/kernel                               (H, V)   only when embeddings are untied
 
 Shape letters: N batch, T sequence, H hidden, D head dim, Q query heads, K key/value heads, V vocabulary.
+How attention and the MLP / output products are computed and differentiated is chosen per backend
+(``config.attention_impl``, ``config.dense_impl``; "auto" picks the fastest measured): the function is the same.
 Numerics follow HF: RMSNorm statistics in float32 then cast back, rotary embeddings with the
 ``rotate_half`` convention and float32 angles, softmax in float32, logits returned in float32.
 """
@@ -26,7 +28,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from probsig_jax.models.qwen2.config import Qwen2Config, resolve_attention_impl
+from probsig_jax.models.qwen2.blocked_attention import blocked_causal_attention
+from probsig_jax.models.qwen2.config import Qwen2Config, resolve_attention_impl, resolve_dense_impl
+from probsig_jax.models.qwen2.dense import dense
 from probsig_jax.validation import require
 
 
@@ -121,7 +125,9 @@ class Attention(nnx.Module):
         """
         N, Q, T, D = q_NxQxTxD.shape
         scale = self.head_dim ** -0.5
-        if attention_impl == "reference":
+        if attention_impl == "blocked" and mask_Nx1xTxS is None:
+            out_NxQxTxD = blocked_causal_attention(q_NxQxTxD, k_NxKxSxD, v_NxKxSxD, scale)
+        elif attention_impl in ("reference", "blocked"):
             out_NxQxTxD = reference_attention(q_NxQxTxD, k_NxKxSxD, v_NxKxSxD, mask_Nx1xTxS, scale)
         else:  # jax.nn.dot_product_attention takes (N, T, heads, D)
             out_NxTxQxD = jax.nn.dot_product_attention(
@@ -138,6 +144,16 @@ class Attention(nnx.Module):
         return self.attend(*self.qkv(x_NxTxH, cos_NxTxD, sin_NxTxD), mask_Nx1xTxT, attention_impl)
 
 
+def linear(layer: nnx.Linear, x_BxK: jax.Array, dense_impl: str) -> jax.Array:
+    """``layer(x)`` (an ``nnx.Linear``); with ``dense_impl="explicit_transpose"`` the product is
+    :func:`~probsig_jax.models.qwen2.dense.dense` (same values, a backward pass laid out for XLA:CPU)."""
+    if dense_impl == "einsum":
+        return layer(x_BxK)
+    dtype = layer.dtype or x_BxK.dtype
+    y_BxN = dense(x_BxK.astype(dtype), layer.kernel[...].astype(dtype))
+    return y_BxN if layer.bias is None else y_BxN + layer.bias[...].astype(dtype)
+
+
 class MLP(nnx.Module):
     """SwiGLU: ``down(silu(gate(x)) * up(x))``; biases only with ``mlp_bias`` (llama)."""
 
@@ -149,8 +165,10 @@ class MLP(nnx.Module):
         self.up_proj = nnx.Linear(c.hidden_size, c.intermediate_size, **linear)
         self.down_proj = nnx.Linear(c.intermediate_size, c.hidden_size, **linear)
 
-    def __call__(self, x_NxTxH: jax.Array) -> jax.Array:
-        return self.down_proj(jax.nn.silu(self.gate_proj(x_NxTxH)) * self.up_proj(x_NxTxH))
+    def __call__(self, x_NxTxH: jax.Array, dense_impl: str = "einsum") -> jax.Array:
+        gate_NxTxI = linear(self.gate_proj, x_NxTxH, dense_impl)
+        up_NxTxI = linear(self.up_proj, x_NxTxH, dense_impl)
+        return linear(self.down_proj, jax.nn.silu(gate_NxTxI) * up_NxTxI, dense_impl)
 
 
 class DecoderLayer(nnx.Module):
@@ -163,10 +181,11 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, pdt)
         self.mlp = MLP(config, rngs=rngs)
 
-    def __call__(self, x_NxTxH, cos_NxTxD, sin_NxTxD, mask_Nx1xTxT, attention_impl: str) -> jax.Array:
+    def __call__(self, x_NxTxH, cos_NxTxD, sin_NxTxD, mask_Nx1xTxT, attention_impl: str,
+                 dense_impl: str = "einsum") -> jax.Array:
         x_NxTxH = x_NxTxH + self.self_attn(self.input_layernorm(x_NxTxH), cos_NxTxD, sin_NxTxD, mask_Nx1xTxT,
                                            attention_impl)
-        return x_NxTxH + self.mlp(self.post_attention_layernorm(x_NxTxH))
+        return x_NxTxH + self.mlp(self.post_attention_layernorm(x_NxTxH), dense_impl)
 
 
 class Qwen2LM(nnx.Module):
@@ -202,7 +221,7 @@ class Qwen2LM(nnx.Module):
 
     def __call__(self, input_ids_NxT: jax.Array, attention_mask_NxT: jax.Array | None = None,
                  positions_NxT: jax.Array | None = None, *, return_hidden_states: bool = False,
-                 attention_impl: str | None = None):
+                 attention_impl: str | None = None, dense_impl: str | None = None):
         """Logits (N, T, V) in float32; with ``return_hidden_states`` also a tuple of L + 1 (N, T, H) arrays.
 
         ``attention_mask_NxT``: 1 for tokens, 0 for padding (left or right). Padded keys are never attended
@@ -210,8 +229,10 @@ class Qwen2LM(nnx.Module):
         ``arange(T)`` for every row whatever the padding (HF ``forward`` does the same; pass
         ``cumsum(mask) - 1`` to shift left-padded rows). Hidden states follow HF ``output_hidden_states``:
         the embedding output, the outputs of layers 0 .. L-2, and the final-normed output of layer L-1.
+        ``attention_impl`` / ``dense_impl`` override the config's for this call (same function, other kernels).
         """
         impl = resolve_attention_impl(attention_impl or self.config.attention_impl, self.config.dtype)
+        dense_impl = resolve_dense_impl(dense_impl or self.config.dense_impl)
         if impl == "cudnn":
             require(jax.default_backend() == "gpu", "attention_impl",
                     f"'cudnn' needs a GPU (JAX backend is {jax.default_backend()!r}); use 'xla' or 'reference'")
@@ -229,12 +250,16 @@ class Qwen2LM(nnx.Module):
         x_NxTxH = self.embed_tokens(input_ids_NxT)
         hidden = [x_NxTxH]
         for layer in self.layers:
-            x_NxTxH = layer(x_NxTxH, cos_NxTxD, sin_NxTxD, mask_Nx1xTxT, impl)
+            x_NxTxH = layer(x_NxTxH, cos_NxTxD, sin_NxTxD, mask_Nx1xTxT, impl, dense_impl)
             hidden.append(x_NxTxH)
         x_NxTxH = self.norm(x_NxTxH)
         hidden[-1] = x_NxTxH
         w_VxH = self.output_embeddings().astype(x_NxTxH.dtype)
-        logits_NxTxV = jnp.einsum("nth,vh->ntv", x_NxTxH, w_VxH).astype(jnp.float32)
+        if dense_impl == "einsum":
+            logits_NxTxV = jnp.einsum("nth,vh->ntv", x_NxTxH, w_VxH)
+        else:
+            logits_NxTxV = dense(x_NxTxH, w_VxH.T)
+        logits_NxTxV = logits_NxTxV.astype(jnp.float32)
         return (logits_NxTxV, tuple(hidden)) if return_hidden_states else logits_NxTxV
 
 
