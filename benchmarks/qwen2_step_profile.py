@@ -18,6 +18,7 @@ Usage::
     python benchmarks/qwen2_step_profile.py                                   # small preset, 8 x 256, float32
     python benchmarks/qwen2_step_profile.py --attention reference --dense einsum   # the step before the CPU kernels
     python benchmarks/qwen2_step_profile.py --batch 4 --seq 512 --top 40
+    python benchmarks/qwen2_step_profile.py --quick                           # smoke run: tiny preset, 4 x 32
 """
 
 from __future__ import annotations
@@ -37,13 +38,11 @@ from typing import Any
 from _common import REPO_ROOT, format_table, provenance, write_json_atomic
 from _train_step_runners import make_ours
 
+import jax
+import numpy as np
+
 from probsig_jax.training.host_allocator import tune_host_allocator
 from probsig_jax.training.host_devices import use_host_cores_as_devices
-
-tune_host_allocator()
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 # (substring of a Python function name in the op's call stack, model part); the innermost match wins
 PARTS = (
@@ -198,13 +197,17 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=5, help="profiled steps (and 2x as many timed without profiler)")
     p.add_argument("--top", type=int, default=25, help="operations listed individually")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny preset, 4 x 32, 1 warmup and 2 steps")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if args.quick:
+        args.preset, args.batch, args.seq, args.warmup, args.steps = "tiny", 4, 32, 1, 2
     for name in ("batch", "seq", "warmup", "steps", "top"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.seq < 2:
         raise SystemExit("--seq must be >= 2 (next-token loss)")
+    tune_host_allocator()                    # as simulate and qwen2_train_step.py do, before XLA's threads start
     use_host_cores_as_devices(args.cpu_devices)
 
     from probsig_jax.models.qwen2 import PRESETS
@@ -270,6 +273,7 @@ def main(argv=None) -> dict:
         "provenance": provenance(vars(args)),
     }
     suffix = f"{args.batch}x{args.seq}_{runner.setup['attention_impl']}_{runner.setup['dense_impl']}"
+    suffix += "_quick" if args.quick else ""
     out = Path(args.out) if args.out else REPO_ROOT / "benchmarks" / "results" / f"qwen2_step_profile_{suffix}.json"
     write_json_atomic(out, result)
     log(f"wrote {out}")

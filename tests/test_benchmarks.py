@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -57,6 +58,54 @@ def test_qwen2_train_step_benchmark_quick(tmp_path):
             assert runners[name]["loss_first"] == pytest.approx(ours["loss_first"], rel=1e-4)
             assert runners[name]["loss_last"] == pytest.approx(ours["loss_last"], rel=1e-3)
         assert summary["ours_over_torch_eager"] > 0 and "target_met" in summary
+
+
+@pytest.mark.slow
+def test_qwen2_step_profile_quick(tmp_path):
+    """The profile attributes (nearly) all of the step's operations to model parts, passes and kinds."""
+    result = run_quick("qwen2_step_profile.py", tmp_path / "profile.json")
+    parts = result["by_part_ms"]
+    assert {"MLP", "attention core", "q/k/v projections", "embedding / output head", "loss", "optimizer"} <= set(parts)
+    assert parts.get("other", 0.0) + parts.get("runtime", 0.0) <= 0.1 * result["attributed_ms_per_step"]
+    kinds = {row["kind"] for row in result["by_part_pass_kind_ms"]}
+    passes = {row["pass"] for row in result["by_part_pass_kind_ms"]}
+    assert {"matmul", "elementwise"} <= kinds and {"forward", "backward", "update"} <= passes
+
+
+def _profile_module():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        return importlib.import_module("qwen2_step_profile")
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+
+def test_step_profile_shares_overlapping_time():
+    """Wall time is split equally among the operations running at each instant; gaps count for no one."""
+    shares, covered, span = _profile_module().wall_time_shares([(0.0, 10.0, "a"), (5.0, 15.0, "b"), (20.0, 22.0, "a")])
+    assert shares == {"a": 5.0 + 2.5 + 2.0, "b": 2.5 + 5.0}
+    assert covered == 17.0 and span == 22.0
+
+
+def test_step_profile_traces_operations_to_python_functions():
+    """The compiled HLO's stack frames lead each operation back to the function that made it (here the XLA
+    version in use decides the frame table's format, which the parser must follow)."""
+    import jax
+    import jax.numpy as jnp
+
+    profile = _profile_module()
+
+    def hidden_layer_of_this_test(x, w):
+        return jnp.tanh(x @ w)
+
+    def loss(w, x):
+        return jnp.sum(hidden_layer_of_this_test(x, w) ** 2)
+
+    x, w = jnp.ones((16, 8), jnp.float32), jnp.ones((8, 4), jnp.float32)
+    ops = profile.hlo_op_sources(jax.jit(jax.grad(loss)).lower(w, x).compile().as_text())
+    assert any("hidden_layer_of_this_test" in op["stack"][0] and "loss" in op["stack"][1] for op in ops.values()
+               if len(op["stack"]) >= 2)
+    assert any("transpose(" in op["op_name"] for op in ops.values())       # the backward pass is marked
 
 
 @pytest.mark.slow

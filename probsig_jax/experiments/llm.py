@@ -30,6 +30,7 @@ from probsig_jax.experiments.corpus_alignment import (
 )
 from probsig_jax.models.qwen2 import PRESETS as MODEL_PRESETS
 from probsig_jax.models.qwen2 import Qwen2Config, Qwen2LM, save_pretrained
+from probsig_jax.models.qwen2.config import resolve_attention_impl, resolve_dense_impl
 from probsig_jax.runs import to_jsonable
 from probsig_jax.training.lm_loop import LMRunConfig, LMTrainingResult, train_language_model
 from probsig_jax.training.metrics_log import JSONL_NAME
@@ -69,6 +70,11 @@ class LLMExperimentConfig(Config):
     """Override of the preset's number of decoder layers (0 = the preset's)."""
     initializer_range: float = 0.02
     """Std of the normal initialisation of every weight matrix (smaller = closer to the theory's regime)."""
+    attention_impl: Literal["auto", "blocked", "reference", "xla"] = "auto"
+    """The model's attention implementation (auto: blocked on a CPU): the same function, other kernels, so other
+    float rounding; reference with dense_impl einsum reproduces runs made before the CPU kernels."""
+    dense_impl: Literal["auto", "explicit_transpose", "einsum"] = "auto"
+    """How the MLP and output products are differentiated (auto: explicit_transpose on a CPU); see attention_impl."""
     seed: int = 0
     """Seed of the initialisation and of the batch order."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
@@ -94,6 +100,10 @@ class LLMExperimentConfig(Config):
         require_float(self.eval_fraction, "eval_fraction", minimum=0.0, maximum=0.5, strict_minimum=True)
         require_float(self.held_out_signatures, "held_out_signatures", minimum=0.0, maximum=0.9)
         require(self.model_preset in ("tiny", "small"), "model_preset", f"must be tiny or small, got {self.model_preset!r}")
+        require(self.attention_impl in ("auto", "blocked", "reference", "xla"), "attention_impl",
+                f"must be auto, blocked, reference or xla, got {self.attention_impl!r}")
+        require(self.dense_impl in ("auto", "explicit_transpose", "einsum"), "dense_impl",
+                f"must be auto, explicit_transpose or einsum, got {self.dense_impl!r}")
         require_int(self.hidden_size, "hidden_size", minimum=0, maximum=65536)
         require_int(self.num_layers, "num_layers", minimum=0, maximum=256)
         require_float(self.initializer_range, "initializer_range", minimum=0.0, maximum=10.0, strict_minimum=True)
@@ -104,7 +114,10 @@ class LLMExperimentConfig(Config):
         """The preset with the corpus's vocabulary and the overrides."""
         base = MODEL_PRESETS[self.model_preset]
         changes: dict[str, Any] = {"vocab_size": vocab_size, "initializer_range": self.initializer_range,
-                                   "max_position_embeddings": max(base.max_position_embeddings, self.run.seq_len)}
+                                   "max_position_embeddings": max(base.max_position_embeddings, self.run.seq_len),
+                                   # resolved here, so the run record (and a resume's fingerprint) names the kernels
+                                   "attention_impl": resolve_attention_impl(self.attention_impl, base.dtype),
+                                   "dense_impl": resolve_dense_impl(self.dense_impl)}
         if self.hidden_size:
             require(self.hidden_size % base.num_attention_heads == 0, "hidden_size",
                     f"must be divisible by the preset's {base.num_attention_heads} heads, got {self.hidden_size}")
@@ -194,7 +207,8 @@ def run_llm(config: LLMExperimentConfig, *, checkpoint_dir: str | Path | None = 
         "theory": {"rank": alignment.theory_rank, "time": alignment.theory_time,
                    "growth": config.analysis.theory_growth, "top_singular_values": alignment.top_singular_values},
         "model": {"preset": config.model_preset, "hidden_size": model_config.hidden_size,
-                  "layers": model_config.num_hidden_layers, "vocab_size": model_config.vocab_size},
+                  "layers": model_config.num_hidden_layers, "vocab_size": model_config.vocab_size,
+                  "attention_impl": model_config.attention_impl, "dense_impl": model_config.dense_impl},
         "initial_eval_loss": evals[0].get("eval_loss") if evals else None,
         "final_eval_loss": evals[-1].get("eval_loss") if evals else None,
         "final_train_loss": float(np.mean(training.history["loss"][-10:])),

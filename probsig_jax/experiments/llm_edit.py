@@ -222,6 +222,7 @@ def run_llm_edit(config: LLMEditConfig, *, work_dir: str | Path | None = None, q
     metrics["timing_s"] = timing
     metrics["corpus"] = corpus_record(base, shards, stream)
     metrics["vocabulary"] = {"tokenizer": tokenizer.name, "model_vocab": V, "measured_tokens": int(n)}
+    metrics["model"] = {"attention_impl": model_config.attention_impl, "dense_impl": model_config.dense_impl}
     b_steps = sorted(trainings["baseline"][1])
     measured = {name: {side: trainings[name][1][b_steps[-1]][side] - trainings["baseline"][1][b_steps[-1]][side]
                        for side in SIDES} for name in edited}
