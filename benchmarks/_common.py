@@ -78,6 +78,25 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def cpu_identity() -> dict[str, Any] | None:
+    """The CPU's vendor, family, model number and stepping (``/proc/cpuinfo``): in a VM the model name can be as
+    vague as "AMD EPYC", while family 25 / model 17 (Zen 4) and family 23 / model 49 (Zen 2) are different chips."""
+    keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "stepping": "stepping",
+            "cache size": "cache_size"}
+    try:
+        out: dict[str, Any] = {}
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break                                        # the first processor's block is enough
+            key, _, value = line.partition(":")
+            if key.strip() in keys:
+                value = value.strip()
+                out[keys[key.strip()]] = int(value) if value.isdigit() else value
+        return out or None
+    except OSError:
+        return None
+
+
 SIMD_FLAG_PREFIXES = ("sse4", "avx", "fma", "amx", "f16c", "bmi")
 
 
@@ -118,6 +137,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "nproc": host_core_count(),
         "cpu_model": cpu_model(),
+        "cpu_identity": cpu_identity(),
         "cpu_flags": cpu_flags(),
         "memory_total_gib": memory_total_gib(),
         "load_average_1_5_15": load_average(),

@@ -66,7 +66,10 @@ def test_qwen2_step_profile_quick(tmp_path):
     result = run_quick("qwen2_step_profile.py", tmp_path / "profile.json")
     parts = result["by_part_ms"]
     assert {"MLP", "attention core", "q/k/v projections", "embedding / output head", "loss", "optimizer"} <= set(parts)
-    assert parts.get("other", 0.0) + parts.get("runtime", 0.0) <= 0.1 * result["attributed_ms_per_step"]
+    # "runtime" (PjRt's own events between operations) is real but no operation's; of the operations, nearly all
+    # must be traced to a model part
+    in_operations = result["attributed_ms_per_step"] - parts.get("runtime", 0.0)
+    assert parts.get("other", 0.0) <= 0.1 * in_operations
     kinds = {row["kind"] for row in result["by_part_pass_kind_ms"]}
     passes = {row["pass"] for row in result["by_part_pass_kind_ms"]}
     assert {"matmul", "elementwise"} <= kinds and {"forward", "backward", "update"} <= passes
