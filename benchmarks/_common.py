@@ -68,33 +68,33 @@ def strip_results(timing: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in timing.items() if k != "result"}
 
 
-def cpu_model() -> str | None:
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's ``key: value`` block of ``/proc/cpuinfo`` (empty where there is none)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or None
+        return {}
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break                                            # the first processor is enough
+        key, _, value = line.partition(":")
+        out[key.strip().lower()] = value.strip()
+    return out
+
+
+def cpu_model() -> str | None:
+    return _cpuinfo().get("model name") or platform.processor() or None
 
 
 def cpu_identity() -> dict[str, Any] | None:
     """The CPU's vendor, family, model number and stepping (``/proc/cpuinfo``): in a VM the model name can be as
     vague as "AMD EPYC", while family 25 / model 17 (Zen 4) and family 23 / model 49 (Zen 2) are different chips."""
+    info = _cpuinfo()
     keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "stepping": "stepping",
             "cache size": "cache_size"}
-    try:
-        out: dict[str, Any] = {}
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip():
-                break                                        # the first processor's block is enough
-            key, _, value = line.partition(":")
-            if key.strip() in keys:
-                value = value.strip()
-                out[keys[key.strip()]] = int(value) if value.isdigit() else value
-        return out or None
-    except OSError:
-        return None
+    out = {name: int(info[key]) if info[key].isdigit() else info[key] for key, name in keys.items() if key in info}
+    return out or None
 
 
 SIMD_FLAG_PREFIXES = ("sse4", "avx", "fma", "amx", "f16c", "bmi")
@@ -104,13 +104,8 @@ def cpu_flags() -> list[str] | None:
     """The CPU's SIMD-relevant feature flags (``/proc/cpuinfo``: sse4*, avx*, fma, amx*, f16c, bmi*), sorted: two
     machines with one model name can differ in them (e.g. AVX-512 masked off in a VM), and XLA's and torch's CPU
     kernels choose their code paths by them."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("flags"):
-                return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(SIMD_FLAG_PREFIXES))
-    except OSError:
-        pass
-    return None
+    flags = _cpuinfo().get("flags")
+    return None if flags is None else sorted(f for f in flags.split() if f.startswith(SIMD_FLAG_PREFIXES))
 
 
 def memory_total_gib() -> float | None:

@@ -107,19 +107,21 @@ def make_ours(config, attention: str, args, mesh, tokens, mask, lm_cfg, variant:
         state["params"], state["opt"] = params, opt_state
         return float(metrics["loss"])
 
-    def loss_of(p):
-        return loss_fn(apply_fn(nnx.merge(graphdef, p, rest), tokens_d, mask_d), tokens_d, mask_d)
+    def loss_of(p, tokens_NxT, mask_NxT):
+        return loss_fn(apply_fn(nnx.merge(graphdef, p, rest), tokens_NxT, mask_NxT), tokens_NxT, mask_NxT)
 
-    # placed as in the step: parameters in their shardings, the loss replicated (else XLA's propagation may
-    # choose another partition, and the breakdown would time a different program)
-    fwd = jax.jit(loss_of, in_shardings=(p_sh,), out_shardings=replicated(mesh))
-    fwd_bwd = jax.jit(jax.value_and_grad(loss_of), in_shardings=(p_sh,), out_shardings=(replicated(mesh), p_sh))
+    # Placed as in the step: the batch is an argument in the batch sharding (closed over, it would be a constant
+    # that every device computes in full), parameters in their shardings, the loss replicated.
+    shardings = dict(in_shardings=(p_sh, batch, batch))
+    fwd = jax.jit(loss_of, out_shardings=replicated(mesh), **shardings)
+    fwd_bwd = jax.jit(jax.value_and_grad(loss_of), out_shardings=(replicated(mesh), p_sh), **shardings)
     setup = {"init_s": init_s, "trace_s": trace_s, "compile_s": compile_s, "attention_impl": attention,
              "dense_impl": dense, "variant": variant}
     name = f"ours ({attention}, {dense}{'' if variant == 'library' else ', ' + variant})"
     runner = Runner(name, "jax", attention, run,
-                    forward=lambda: jax.block_until_ready(fwd(state["params"])),
-                    forward_backward=lambda: jax.block_until_ready(fwd_bwd(state["params"])), setup=setup)
+                    forward=lambda: jax.block_until_ready(fwd(state["params"], tokens_d, mask_d)),
+                    forward_backward=lambda: jax.block_until_ready(fwd_bwd(state["params"], tokens_d, mask_d)),
+                    setup=setup)
     runner.compiled, runner.state = compiled, state
     return runner
 

@@ -89,8 +89,9 @@ def main(argv=None) -> dict:
             "batch": batch, "seq": seq,
             "ours_tokens_per_s": spread([s["ours_tokens_per_s"] for s in summaries]),
             **{k2: spread([s[k2] for s in summaries]) for k2 in ratio_keys},
+            # every other runner's tokens/s (torch, and ours with other kernels or on one device)
             **{k2: spread([s[k2] for s in summaries]) for k2 in sorted(summaries[0])
-               if k2.startswith("torch_") and k2.endswith("_tokens_per_s")},
+               if k2.endswith("_tokens_per_s") and k2 != "ours_tokens_per_s"},
             "run_files": [f"{runs_dir.name}/{key}_run{k + 1}.json" for k in range(repeats)],
         }
     ratio_min = {key: min(v["min"] for k2, v in row.items() if k2.startswith("ours_over_torch_"))
