@@ -144,7 +144,7 @@ class Attention(nnx.Module):
         return self.attend(*self.qkv(x_NxTxH, cos_NxTxD, sin_NxTxD), mask_Nx1xTxT, attention_impl)
 
 
-def linear(layer: nnx.Linear, x_BxK: jax.Array, dense_impl: str) -> jax.Array:
+def apply_linear(layer: nnx.Linear, x_BxK: jax.Array, dense_impl: str) -> jax.Array:
     """``layer(x)`` (an ``nnx.Linear``); with ``dense_impl="explicit_transpose"`` the product is
     :func:`~probsig_jax.models.qwen2.dense.dense` (same values, a backward pass laid out for XLA:CPU)."""
     if dense_impl == "einsum":
@@ -166,9 +166,9 @@ class MLP(nnx.Module):
         self.down_proj = nnx.Linear(c.intermediate_size, c.hidden_size, **linear)
 
     def __call__(self, x_NxTxH: jax.Array, dense_impl: str = "einsum") -> jax.Array:
-        gate_NxTxI = linear(self.gate_proj, x_NxTxH, dense_impl)
-        up_NxTxI = linear(self.up_proj, x_NxTxH, dense_impl)
-        return linear(self.down_proj, jax.nn.silu(gate_NxTxI) * up_NxTxI, dense_impl)
+        gate_NxTxI = apply_linear(self.gate_proj, x_NxTxH, dense_impl)
+        up_NxTxI = apply_linear(self.up_proj, x_NxTxH, dense_impl)
+        return apply_linear(self.down_proj, jax.nn.silu(gate_NxTxI) * up_NxTxI, dense_impl)
 
 
 class DecoderLayer(nnx.Module):
